@@ -1,0 +1,3 @@
+from tapetum.cli import main
+
+main()
