@@ -1,0 +1,443 @@
+"""The flow meter: packets in, finished bidirectional flows out, as column batches.
+
+Keyed by the canonical 5-tuple plus VLAN ids; the originator is the first packet's sender, except
+that a first packet carrying SYN+ACK makes its receiver the originator (history starts with '^',
+as in Zeek). Memory grows with the number of active flows only: expired flows leave the table.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from tapetum.flows import table as T
+from tapetum.flows.key import addr_bytes, addr_text_array, community_id, proto_name
+from tapetum.sources.decode import N_COLS
+from tapetum.sources.pcap import PacketBatch
+
+NS = 1_000_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class MeterConfig:
+    """Flow expiry. Defaults follow Zeek: TCP 5 min, UDP/ICMP/other 1 min idle; closed TCP
+    connections leave 5 s after the close; no active timeout unless set (NFStream uses 1800 s)."""
+
+    tcp_idle_s: float = 300.0
+    tcp_closed_s: float = 5.0
+    udp_idle_s: float = 60.0
+    icmp_idle_s: float = 60.0
+    other_idle_s: float = 60.0
+    active_s: float = 0.0
+    #: How often (in data time) the whole table is swept for expired flows.
+    sweep_s: float = 1.0
+    initial_flows: int = 1 << 14
+    #: Hard cap on concurrent flows; beyond it the least recently active flows are evicted.
+    max_flows: int = 4_000_000
+    seed: int = 0
+
+    def params(self) -> np.ndarray:
+        p = np.zeros(T.N_PARAMS, dtype=np.int64)
+        p[T.P_TCP_IDLE] = int(self.tcp_idle_s * NS)
+        p[T.P_TCP_CLOSED] = int(self.tcp_closed_s * NS)
+        p[T.P_UDP_IDLE] = int(self.udp_idle_s * NS)
+        p[T.P_ICMP_IDLE] = int(self.icmp_idle_s * NS)
+        p[T.P_OTHER_IDLE] = int(self.other_idle_s * NS)
+        p[T.P_ACTIVE] = int(self.active_s * NS)
+        p[T.P_SWEEP] = max(1, int(self.sweep_s * NS))
+        p[T.P_SEED] = self.seed
+        return p
+
+
+# Column names of FlowBatch.num (int64), in order.
+FLOW_INT_COLUMNS = (
+    "flow_id",
+    "uid",
+    "start_ns",
+    "end_ns",
+    "ip_version",
+    "proto",
+    "vlan",
+    "src_port",
+    "dest_port",
+    "pkts_toserver",
+    "pkts_toclient",
+    "bytes_toserver",
+    "bytes_toclient",
+    "ip_bytes_toserver",
+    "ip_bytes_toclient",
+    "payload_bytes_toserver",
+    "payload_bytes_toclient",
+    "state_bits",
+    "reason",
+)
+_FLAG_NAMES = ("fin", "syn", "rst", "psh", "ack", "urg", "ece", "cwr")
+
+
+@dataclass(slots=True)
+class FlowBatch:
+    """Finished flows, oriented originator (src) -> responder (dest)."""
+
+    num: dict[str, np.ndarray]
+    src_hi: np.ndarray
+    src_lo: np.ndarray
+    dst_hi: np.ndarray
+    dst_lo: np.ndarray
+    #: TCP flag counts [n, 16]: originator fin..cwr then responder fin..cwr.
+    tcp_flags: np.ndarray
+    #: First packets: IP length, direction (0 orig, 1 resp), ns since flow start; [n, 32].
+    seq_size: np.ndarray
+    seq_dir: np.ndarray
+    seq_ts: np.ndarray
+    seq_n: np.ndarray
+    history: list[str]
+    src_ip: list[str] = field(default_factory=list)
+    dest_ip: list[str] = field(default_factory=list)
+    community_id: list[str] = field(default_factory=list)
+    conn_state: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return int(self.num["flow_id"].shape[0])
+
+    @property
+    def duration_s(self) -> np.ndarray:
+        return (self.num["end_ns"] - self.num["start_ns"]) / 1e9
+
+    def proto_names(self) -> list[str]:
+        return [proto_name(p) for p in self.num["proto"].tolist()]
+
+    def flag_count(self, name: str, to_server: bool) -> np.ndarray:
+        k = _FLAG_NAMES.index(name) + (0 if to_server else 8)
+        return self.tcp_flags[:, k]
+
+    def flow_state(self) -> list[str]:
+        """Suricata's flow.state: new, established or closed."""
+        out = []
+        for proto, st, cs in zip(
+            self.num["proto"].tolist(), self.num["state_bits"].tolist(), self.conn_state,
+            strict=True,
+        ):
+            if proto == 6:
+                if st & (T.ST_ORIG_RST | T.ST_RESP_RST) or cs in ("SF", "S2", "S3", "SH", "SHR"):
+                    out.append("closed")
+                elif st & T.ST_RESP_SYNACK:
+                    out.append("established")
+                else:
+                    out.append("new")
+            else:
+                out.append("established" if cs == "SF" else "new")
+        return out
+
+    def reason_names(self) -> list[str]:
+        return [T.REASON_NAMES[r] for r in self.num["reason"].tolist()]
+
+    def take(self, idx: np.ndarray) -> FlowBatch:
+        """Rows idx (a sorted index array) as a new batch."""
+        lst = idx.tolist()
+        return FlowBatch(
+            num={k: v[idx] for k, v in self.num.items()},
+            src_hi=self.src_hi[idx],
+            src_lo=self.src_lo[idx],
+            dst_hi=self.dst_hi[idx],
+            dst_lo=self.dst_lo[idx],
+            tcp_flags=self.tcp_flags[idx],
+            seq_size=self.seq_size[idx],
+            seq_dir=self.seq_dir[idx],
+            seq_ts=self.seq_ts[idx],
+            seq_n=self.seq_n[idx],
+            history=[self.history[i] for i in lst],
+            src_ip=[self.src_ip[i] for i in lst],
+            dest_ip=[self.dest_ip[i] for i in lst],
+            community_id=[self.community_id[i] for i in lst],
+            conn_state=[self.conn_state[i] for i in lst],
+        )
+
+
+# Zeek's TCP endpoint states, as used by its conn_state() in base/protocols/conn/main.zeek.
+_INACTIVE, _SYN_SENT, _SYN_ACK_SENT, _PARTIAL, _ESTABLISHED, _CLOSED, _RESET = range(7)
+_RSTOS0 = re.compile(r"^\^?S[^HAFGIQ]*R.*")
+
+
+def _endpoint(syn: int, synack: int, fin: int, rst: int, pkts: int, established: bool) -> int:
+    if rst:
+        return _RESET
+    if fin:
+        return _CLOSED
+    if established:
+        return _ESTABLISHED
+    if syn:
+        return _SYN_SENT
+    if synack:
+        return _SYN_ACK_SENT
+    return _PARTIAL if pkts else _INACTIVE
+
+
+def conn_states(
+    proto: np.ndarray,
+    st: np.ndarray,
+    pkts_orig: np.ndarray,
+    pkts_resp: np.ndarray,
+    payload_orig: np.ndarray,
+    payload_resp: np.ndarray,
+    history: list[str],
+) -> list[str]:
+    """Zeek's conn_state, from per-endpoint states derived like Zeek's TCP analyzer."""
+    out: list[str] = []
+    rows = zip(
+        proto.tolist(), st.tolist(), pkts_orig.tolist(), pkts_resp.tolist(),
+        payload_orig.tolist(), payload_resp.tolist(), history, strict=True,
+    )  # fmt: skip
+    for p, s, po, pr, yo, yr, hist in rows:
+        if p == 17:
+            out.append("SF" if pr > 0 else "S0")
+            continue
+        if p != 6:
+            out.append("OTH")
+            continue
+        est = bool(s & T.ST_ORIG_SYN and s & T.ST_RESP_SYNACK and s & T.ST_ORIG_ACK_AFTER_SYNACK)
+        os_ = _endpoint(s & T.ST_ORIG_SYN, s & T.ST_ORIG_SYNACK, s & T.ST_ORIG_FIN,
+                        s & T.ST_ORIG_RST, po, est)  # fmt: skip
+        rs = _endpoint(s & T.ST_RESP_SYN, s & T.ST_RESP_SYNACK, s & T.ST_RESP_FIN,
+                       s & T.ST_RESP_RST, pr, est)  # fmt: skip
+        o_inactive = os_ in (_INACTIVE, _PARTIAL)
+        r_inactive = rs in (_INACTIVE, _PARTIAL)
+        if rs == _RESET:
+            if os_ in (_SYN_SENT, _SYN_ACK_SENT) or (os_ == _RESET and yo == 0 and yr == 0):
+                out.append("REJ")
+            elif o_inactive:
+                out.append("RSTRH")
+            else:
+                out.append("RSTR")
+        elif os_ == _RESET:
+            if r_inactive:
+                out.append("RSTOS0" if _RSTOS0.match(hist) else "OTH")
+            else:
+                out.append("RSTO")
+        elif rs == _CLOSED and os_ == _CLOSED:
+            out.append("SF")
+        elif os_ == _CLOSED:
+            out.append("SH" if r_inactive else "S2")
+        elif rs == _CLOSED:
+            out.append("SHR" if o_inactive else "S3")
+        elif os_ == _SYN_SENT and rs == _INACTIVE:
+            out.append("S0")
+        elif os_ == _ESTABLISHED and rs == _ESTABLISHED:
+            out.append("S1")
+        else:
+            out.append("OTH")
+    return out
+
+
+@dataclass(slots=True)
+class MeterCounters:
+    flows: int = 0
+    evicted: int = 0
+    fragments_unmatched: int = 0
+    peak_active_flows: int = 0
+    grows: int = 0
+
+
+class FlowMeter:
+    """Stateful meter. `process(batch)` returns per-packet flow uid/direction/payload ordinal and
+    the flows that finished; `flush()` returns the rest at end of input."""
+
+    def __init__(self, config: MeterConfig | None = None) -> None:
+        self.config = config or MeterConfig()
+        self.params = self.config.params()
+        self.counters = MeterCounters()
+        self._addr_cache: dict[tuple[int, int], str] = {}
+        cap = max(64, self.config.initial_flows)
+        self._alloc(cap)
+        self.meta = np.zeros(T.N_META, dtype=np.int64)
+        self.meta[T.M_FREE_TOP] = cap
+        self.meta[T.M_NEXT_UID] = 1
+        self.meta[T.M_NEXT_SWEEP] = np.iinfo(np.int64).min
+        self.meta[T.M_NOW] = np.iinfo(np.int64).min
+        self.frag = np.zeros((4096, 4), dtype=np.int64)
+        self.frag[:, 0] = -1
+
+    def _alloc(self, cap: int) -> None:
+        self.cap = cap
+        self.ht = np.zeros(_pow2(cap * 2), dtype=np.int32)
+        self.pk = np.zeros((cap, 4), dtype=np.uint64)
+        self.pi = np.zeros((cap, T.N_PI), dtype=np.int64)
+        self.flags = np.zeros((cap, 16), dtype=np.uint32)
+        self.hist = np.zeros((cap, T.HIST_LEN), dtype=np.uint8)
+        self.seq_size = np.zeros((cap, T.SEQ_LEN), dtype=np.int32)
+        self.seq_dir = np.zeros((cap, T.SEQ_LEN), dtype=np.int8)
+        self.seq_ts = np.zeros((cap, T.SEQ_LEN), dtype=np.int64)
+        # Slots are handed out lowest first so the sweep's high-water mark stays tight.
+        self.free = np.arange(cap - 1, -1, -1, dtype=np.int64)
+        self.exp = np.zeros(cap + 16, dtype=np.int64)
+
+    def _grow(self) -> None:
+        old = (self.pk, self.pi, self.flags, self.hist, self.seq_size, self.seq_dir, self.seq_ts)
+        old_cap = self.cap
+        old_free = self.free[: self.meta[T.M_FREE_TOP]].copy()
+        old_exp = self.exp[: self.meta[T.M_EXP_N]].copy()
+        new_cap = min(self.config.max_flows, old_cap * 2)
+        self._alloc(new_cap)
+        for dst, src in zip(
+            (self.pk, self.pi, self.flags, self.hist, self.seq_size, self.seq_dir, self.seq_ts),
+            old,
+            strict=True,
+        ):
+            dst[:old_cap] = src
+        # Free stack: the new slots (lowest on top), then whatever was free before.
+        new_slots = np.arange(new_cap - 1, old_cap - 1, -1, dtype=np.int64)
+        free = np.concatenate([old_free, new_slots])
+        self.free[: free.shape[0]] = free
+        self.meta[T.M_FREE_TOP] = free.shape[0]
+        self.exp[: old_exp.shape[0]] = old_exp
+        T.rehash(self.ht, self.pi, self.meta)
+        self.counters.grows += 1
+
+    @property
+    def active_flows(self) -> int:
+        return int(self.meta[T.M_ACTIVE])
+
+    def process(
+        self, batch: PacketBatch
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[FlowBatch]]:
+        n = batch.n
+        out_uid = np.empty(n, dtype=np.int64)
+        out_dir = np.empty(n, dtype=np.int8)
+        out_payord = np.empty(n, dtype=np.int32)
+        finished: list[FlowBatch] = []
+        assert batch.cols.shape[1] == N_COLS
+        i = 0
+        while True:
+            i, status = T.meter_batch(
+                batch.cols, batch.addr, i, n, self.ht, self.pk, self.pi, self.flags, self.hist,
+                self.seq_size, self.seq_dir, self.seq_ts, self.free, self.meta, self.exp,
+                self.params, self.frag, out_uid, out_dir, out_payord,
+            )  # fmt: skip
+            self.counters.peak_active_flows = max(self.counters.peak_active_flows,
+                                                  self.active_flows)
+            if status == T.K_DONE:
+                break
+            # No free slot: harvest exports; grow while under the cap, else evict the oldest.
+            fb = self._harvest()
+            if fb is not None:
+                finished.append(fb)
+            if self.meta[T.M_FREE_TOP] < self.cap // 4:
+                if self.cap < self.config.max_flows:
+                    self._grow()
+                else:
+                    T.evict_oldest(self.ht, self.pi, self.meta, self.exp, 0.1)
+                    fb = self._harvest()
+                    if fb is not None:
+                        finished.append(fb)
+        fb = self._harvest()
+        if fb is not None:
+            finished.append(fb)
+        self.counters.evicted = int(self.meta[T.M_EVICTED])
+        self.counters.fragments_unmatched = int(self.meta[T.M_FRAG_MISS])
+        return out_uid, out_dir, out_payord, finished
+
+    def expire(self, now_ns: int) -> list[FlowBatch]:
+        """Export flows expired at data time `now_ns` (live mode: called on idle ticks)."""
+        T.sweep(self.ht, self.pi, self.meta, self.exp, self.params, now_ns)
+        fb = self._harvest()
+        return [] if fb is None else [fb]
+
+    def flush(self) -> list[FlowBatch]:
+        """Export every active flow (end of input)."""
+        T.flush_all(self.ht, self.pi, self.meta, self.exp)
+        fb = self._harvest()
+        return [] if fb is None else [fb]
+
+    def _harvest(self) -> FlowBatch | None:
+        n = int(self.meta[T.M_EXP_N])
+        if n == 0:
+            return None
+        idx = np.sort(self.exp[:n])  # slot order is deterministic for a given input
+        fb = self._build(idx)
+        T.release(self.pi, self.meta, self.free, self.exp, n)
+        self.counters.flows += n
+        # Deterministic output order: by start time, then flow id.
+        order = np.lexsort((fb.num["flow_id"], fb.num["start_ns"]))
+        return fb.take(order)
+
+    def _build(self, idx: np.ndarray) -> FlowBatch:
+        pi = self.pi[idx]
+        pk = self.pk[idx]
+        orig_a = pi[:, T.PI_ORIG_IS_A] == 1
+        a_hi, a_lo, b_hi, b_lo = pk[:, 0], pk[:, 1], pk[:, 2], pk[:, 3]
+        src_hi = np.where(orig_a, a_hi, b_hi)
+        src_lo = np.where(orig_a, a_lo, b_lo)
+        dst_hi = np.where(orig_a, b_hi, a_hi)
+        dst_lo = np.where(orig_a, b_lo, a_lo)
+        sport = np.where(orig_a, pi[:, T.PI_PORTA], pi[:, T.PI_PORTB])
+        dport = np.where(orig_a, pi[:, T.PI_PORTB], pi[:, T.PI_PORTA])
+        proto = pi[:, T.PI_PROTO]
+        num = {
+            "flow_id": pi[:, T.PI_FLOWID],
+            "uid": pi[:, T.PI_UID],
+            "start_ns": pi[:, T.PI_FIRST],
+            "end_ns": pi[:, T.PI_LAST],
+            "ip_version": pi[:, T.PI_IPVER],
+            "proto": proto,
+            "vlan": pi[:, T.PI_VLAN],
+            "src_port": sport,
+            "dest_port": dport,
+            "pkts_toserver": pi[:, T.PI_PKTS],
+            "pkts_toclient": pi[:, T.PI_PKTS + 1],
+            "bytes_toserver": pi[:, T.PI_BYTES],
+            "bytes_toclient": pi[:, T.PI_BYTES + 1],
+            "ip_bytes_toserver": pi[:, T.PI_IPBYTES],
+            "ip_bytes_toclient": pi[:, T.PI_IPBYTES + 1],
+            "payload_bytes_toserver": pi[:, T.PI_PAYBYTES],
+            "payload_bytes_toclient": pi[:, T.PI_PAYBYTES + 1],
+            "state_bits": pi[:, T.PI_STATE],
+            "reason": pi[:, T.PI_REASON],
+        }
+        num = {k: np.ascontiguousarray(v, dtype=np.int64) for k, v in num.items()}
+        hist = self.hist[idx]
+        hlen = pi[:, T.PI_HISTLEN].tolist()
+        history = [bytes(hist[k, : hlen[k]]).decode("ascii") for k in range(len(hlen))]
+        src_ip = addr_text_array(src_hi, src_lo, self._addr_cache)
+        dest_ip = addr_text_array(dst_hi, dst_lo, self._addr_cache)
+        cids = []
+        seed = self.config.seed & 0xFFFF
+        for k in range(len(hlen)):
+            cids.append(
+                community_id(
+                    addr_bytes(int(src_hi[k]), int(src_lo[k])),
+                    addr_bytes(int(dst_hi[k]), int(dst_lo[k])),
+                    int(proto[k]),
+                    int(sport[k]),
+                    int(dport[k]),
+                    seed,
+                )
+            )
+        fb = FlowBatch(
+            num=num,
+            src_hi=src_hi,
+            src_lo=src_lo,
+            dst_hi=dst_hi,
+            dst_lo=dst_lo,
+            tcp_flags=self.flags[idx],
+            seq_size=self.seq_size[idx],
+            seq_dir=self.seq_dir[idx],
+            seq_ts=self.seq_ts[idx],
+            seq_n=pi[:, T.PI_NSEQ].copy(),
+            history=history,
+            src_ip=src_ip,
+            dest_ip=dest_ip,
+            community_id=cids,
+        )
+        fb.conn_state = conn_states(
+            proto, num["state_bits"], num["pkts_toserver"], num["pkts_toclient"],
+            num["payload_bytes_toserver"], num["payload_bytes_toclient"], history,
+        )  # fmt: skip
+        return fb
+
+
+def _pow2(n: int) -> int:
+    p = 1
+    while p < n:
+        p <<= 1
+    return p

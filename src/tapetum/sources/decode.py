@@ -1,0 +1,406 @@
+"""Compiled link/network/transport header decoding into packet columns.
+
+One pass per batch over the record offsets; bounds are checked on every read so hostile packets
+only produce a status code. Addresses are two uint64 halves of an IPv6 address; IPv4 is stored
+IPv4-mapped (::ffff:a.b.c.d) so both families share one key layout.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+# Columns of PacketBatch.cols (int64, [n, N_COLS]: one packet's fields are adjacent).
+C_TS = 0  # ns since epoch
+C_WIRELEN = 1  # original length on the wire
+C_CAPLEN = 2
+C_OFF = 3  # offset of the frame in the batch buffer
+C_LINKTYPE = 4
+C_STATUS = 5
+C_IPVER = 6  # 0 when not IP
+C_PROTO = 7
+C_SPORT = 8  # ICMP: type
+C_DPORT = 9  # ICMP: code
+C_VLAN = 10  # outer VLAN id * 4096 + inner VLAN id (0 if none)
+C_FLAGS = 11  # TCP flags
+C_SEQ = 12  # TCP sequence number
+C_IPLEN = 13  # IP total length from the header
+C_PAYOFF = 14  # transport payload offset in the batch buffer
+C_PAYLEN = 15  # transport payload length per the headers (wire)
+C_PAYCAP = 16  # transport payload bytes actually captured
+C_FRAG = 17  # 0 none, 1 first fragment, 2 later fragment
+C_IPID = 18  # IPv4 id / IPv6 fragment identification
+C_FILEOFF = 19  # offset of the record in its file (for messages)
+C_VLANCOUNT = 20
+N_COLS = 21
+
+# Columns of PacketBatch.addr (uint64, [n, 4]).
+A_SRC_HI = 0
+A_SRC_LO = 1
+A_DST_HI = 2
+A_DST_LO = 3
+
+# Status codes (C_STATUS).
+S_OK = 0
+S_NOT_IP = 1  # ARP, LLDP, STP …: counted, not a flow
+S_TRUNC_L2 = 2
+S_TRUNC_L3 = 3
+S_TRUNC_L4 = 4  # IP header fine, transport header cut: still a flow, without ports
+S_BAD_IP = 5
+S_LINKTYPE = 6
+S_EMPTY = 7
+STATUS_NAMES = (
+    "ok",
+    "not_ip",
+    "truncated_link_header",
+    "truncated_ip_header",
+    "truncated_transport_header",
+    "bad_ip_header",
+    "unknown_link_type",
+    "empty_packet",
+)
+
+# Link types (https://www.tcpdump.org/linktypes.html).
+LT_NULL = 0
+LT_ETHERNET = 1
+LT_RAW_12 = 12
+LT_RAW_14 = 14
+LT_RAW = 101
+LT_LOOP = 108
+LT_SLL = 113
+LT_IPV4 = 228
+LT_IPV6 = 229
+LT_SLL2 = 276
+SUPPORTED_LINKTYPES = (
+    LT_NULL,
+    LT_ETHERNET,
+    LT_RAW_12,
+    LT_RAW_14,
+    LT_RAW,
+    LT_LOOP,
+    LT_SLL,
+    LT_IPV4,
+    LT_IPV6,
+    LT_SLL2,
+)
+
+V4_MAPPED_HI = np.uint64(0)
+V4_MAPPED_LO_PREFIX = np.uint64(0xFFFF) << np.uint64(32)
+
+
+@njit(cache=True, inline="always")
+def _be16(buf: np.ndarray, p: int) -> int:
+    return (np.int64(buf[p]) << 8) | np.int64(buf[p + 1])
+
+
+@njit(cache=True, inline="always")
+def _be32(buf: np.ndarray, p: int) -> int:
+    return (
+        (np.int64(buf[p]) << 24)
+        | (np.int64(buf[p + 1]) << 16)
+        | (np.int64(buf[p + 2]) << 8)
+        | np.int64(buf[p + 3])
+    )
+
+
+@njit(cache=True, inline="always")
+def _be64(buf: np.ndarray, p: int) -> np.uint64:
+    v = np.uint64(0)
+    for k in range(8):
+        v = (v << np.uint64(8)) | np.uint64(buf[p + k])
+    return v
+
+
+@njit(cache=True)
+def _ethertype_l3(buf: np.ndarray, p: int, end: int, cols: np.ndarray, i: int) -> tuple[int, int]:
+    """Walk Ethernet type fields from p (pointing at an ethertype). Returns (l3 start, version)."""
+    vl = 0
+    nvlan = 0
+    while True:
+        if p + 2 > end:
+            return -1, 0
+        et = _be16(buf, p)
+        p += 2
+        if et == 0x8100 or et == 0x88A8 or et == 0x9100:
+            if p + 4 > end:
+                return -1, 0
+            vid = _be16(buf, p) & 0x0FFF
+            if nvlan == 0:
+                vl = vid * 4096
+            elif nvlan == 1:
+                vl += vid
+            nvlan += 1
+            cols[i, C_VLAN] = vl
+            cols[i, C_VLANCOUNT] = nvlan
+            p += 2  # TCI; next is the inner ethertype
+            if nvlan > 8:
+                return -1, 0
+            continue
+        if et == 0x0800:
+            return p, 4
+        if et == 0x86DD:
+            return p, 6
+        if et == 0x8847 or et == 0x8848:
+            # MPLS: skip labels to the bottom of stack, then guess the family from the nibble.
+            while True:
+                if p + 4 > end:
+                    return -1, 0
+                bos = buf[p + 2] & 1
+                p += 4
+                if bos:
+                    break
+            if p >= end:
+                return -1, 0
+            v = buf[p] >> 4
+            if v == 4:
+                return p, 4
+            if v == 6:
+                return p, 6
+            return -2, 0
+        if et == 0x8864:
+            # PPPoE session: 6-byte header then a 2-byte PPP protocol.
+            if p + 8 > end:
+                return -1, 0
+            ppp = _be16(buf, p + 6)
+            p += 8
+            if ppp == 0x0021:
+                return p, 4
+            if ppp == 0x0057:
+                return p, 6
+            return -2, 0
+        return -2, 0
+
+
+@njit(cache=True)
+def _transport(
+    buf: np.ndarray, p: int, l3_end: int, cap_end: int, proto: int, cols: np.ndarray, i: int
+) -> None:
+    """Decode TCP/UDP/ICMP at p. l3_end: end of the IP payload per headers; cap_end: captured."""
+    wire_len = l3_end - p
+    if wire_len < 0:
+        wire_len = 0
+    if proto == 6:
+        if p + 20 > cap_end:
+            cols[i, C_STATUS] = S_TRUNC_L4
+            return
+        cols[i, C_SPORT] = _be16(buf, p)
+        cols[i, C_DPORT] = _be16(buf, p + 2)
+        cols[i, C_SEQ] = _be32(buf, p + 4)
+        off = (buf[p + 12] >> 4) * 4
+        cols[i, C_FLAGS] = buf[p + 13]
+        if off < 20:
+            off = 20
+        hdr = off
+    elif proto == 17 or proto == 136:  # UDP, UDP-Lite
+        if p + 8 > cap_end:
+            cols[i, C_STATUS] = S_TRUNC_L4
+            return
+        cols[i, C_SPORT] = _be16(buf, p)
+        cols[i, C_DPORT] = _be16(buf, p + 2)
+        hdr = 8
+    elif proto == 1 or proto == 58:
+        if p + 2 > cap_end:
+            cols[i, C_STATUS] = S_TRUNC_L4
+            return
+        cols[i, C_SPORT] = buf[p]
+        cols[i, C_DPORT] = buf[p + 1]
+        hdr = 8 if p + 8 <= l3_end else l3_end - p
+    elif proto == 132:  # SCTP: ports like TCP/UDP
+        if p + 12 > cap_end:
+            cols[i, C_STATUS] = S_TRUNC_L4
+            return
+        cols[i, C_SPORT] = _be16(buf, p)
+        cols[i, C_DPORT] = _be16(buf, p + 2)
+        hdr = 12
+    else:
+        hdr = 0
+    pay = wire_len - hdr
+    if pay < 0:
+        pay = 0
+    cols[i, C_PAYLEN] = pay
+    cols[i, C_PAYOFF] = p + hdr
+    capd = cap_end - (p + hdr)
+    if capd < 0:
+        capd = 0
+    if capd > pay:
+        capd = pay
+    cols[i, C_PAYCAP] = capd
+
+
+@njit(cache=True)
+def _ipv4(buf: np.ndarray, p: int, end: int, cols: np.ndarray, addr: np.ndarray, i: int) -> None:
+    if p + 20 > end:
+        cols[i, C_STATUS] = S_TRUNC_L3
+        return
+    if (buf[p] >> 4) != 4:
+        cols[i, C_STATUS] = S_BAD_IP
+        return
+    ihl = (buf[p] & 0x0F) * 4
+    tot = _be16(buf, p + 2)
+    if ihl < 20 or tot < ihl:
+        cols[i, C_STATUS] = S_BAD_IP
+        return
+    if p + ihl > end:
+        cols[i, C_STATUS] = S_TRUNC_L3
+        return
+    cols[i, C_IPVER] = 4
+    cols[i, C_IPLEN] = tot
+    proto = buf[p + 9]
+    cols[i, C_PROTO] = proto
+    cols[i, C_IPID] = _be16(buf, p + 4)
+    addr[i, A_SRC_HI] = V4_MAPPED_HI
+    addr[i, A_SRC_LO] = V4_MAPPED_LO_PREFIX | np.uint64(_be32(buf, p + 12))
+    addr[i, A_DST_HI] = V4_MAPPED_HI
+    addr[i, A_DST_LO] = V4_MAPPED_LO_PREFIX | np.uint64(_be32(buf, p + 16))
+    ff = _be16(buf, p + 6)
+    mf = (ff >> 13) & 1
+    frag_off = ff & 0x1FFF
+    l3_end = p + tot
+    cap_end = min(end, l3_end)
+    if frag_off != 0:
+        cols[i, C_FRAG] = 2
+        cols[i, C_PAYOFF] = p + ihl
+        cols[i, C_PAYLEN] = tot - ihl
+        cols[i, C_PAYCAP] = max(0, cap_end - (p + ihl))
+        return
+    if mf:
+        cols[i, C_FRAG] = 1
+    _transport(buf, p + ihl, l3_end, cap_end, proto, cols, i)
+
+
+@njit(cache=True)
+def _ipv6(buf: np.ndarray, p: int, end: int, cols: np.ndarray, addr: np.ndarray, i: int) -> None:
+    if p + 40 > end:
+        cols[i, C_STATUS] = S_TRUNC_L3
+        return
+    if (buf[p] >> 4) != 6:
+        cols[i, C_STATUS] = S_BAD_IP
+        return
+    plen = _be16(buf, p + 4)
+    cols[i, C_IPVER] = 6
+    cols[i, C_IPLEN] = plen + 40
+    addr[i, A_SRC_HI] = _be64(buf, p + 8)
+    addr[i, A_SRC_LO] = _be64(buf, p + 16)
+    addr[i, A_DST_HI] = _be64(buf, p + 24)
+    addr[i, A_DST_LO] = _be64(buf, p + 32)
+    nh = buf[p + 6]
+    l3_end = p + 40 + plen
+    cap_end = min(end, l3_end)
+    q = p + 40
+    # Extension headers: hop-by-hop, routing, fragment, destination options, AH.
+    for _ in range(16):
+        if nh == 0 or nh == 43 or nh == 60:
+            if q + 8 > cap_end:
+                cols[i, C_PROTO] = nh
+                cols[i, C_STATUS] = S_TRUNC_L4
+                return
+            nxt = buf[q]
+            q += (buf[q + 1] + 1) * 8
+            nh = nxt
+        elif nh == 51:
+            if q + 8 > cap_end:
+                cols[i, C_PROTO] = nh
+                cols[i, C_STATUS] = S_TRUNC_L4
+                return
+            nxt = buf[q]
+            q += (buf[q + 1] + 2) * 4
+            nh = nxt
+        elif nh == 44:
+            if q + 8 > cap_end:
+                cols[i, C_PROTO] = nh
+                cols[i, C_STATUS] = S_TRUNC_L4
+                return
+            nxt = buf[q]
+            fo = _be16(buf, q + 2)
+            cols[i, C_IPID] = _be32(buf, q + 4)
+            q += 8
+            nh = nxt
+            if (fo >> 3) != 0:
+                cols[i, C_PROTO] = nh
+                cols[i, C_FRAG] = 2
+                cols[i, C_PAYOFF] = q
+                cols[i, C_PAYLEN] = max(0, l3_end - q)
+                cols[i, C_PAYCAP] = max(0, cap_end - q)
+                return
+            if fo & 1:
+                cols[i, C_FRAG] = 1
+        else:
+            break
+    cols[i, C_PROTO] = nh
+    _transport(buf, q, l3_end, cap_end, nh, cols, i)
+
+
+@njit(cache=True)
+def decode_batch(buf: np.ndarray, cols: np.ndarray, addr: np.ndarray, n: int) -> None:
+    """Fill the header columns of packets 0..n-1 (zeroed arrays; C_OFF, C_CAPLEN, C_LINKTYPE in)."""
+    for i in range(n):
+        p = cols[i, C_OFF]
+        end = p + cols[i, C_CAPLEN]
+        lt = cols[i, C_LINKTYPE]
+        if end <= p:
+            cols[i, C_STATUS] = S_EMPTY
+            continue
+        ver = 0
+        l3 = -1
+        if lt == LT_ETHERNET:
+            if p + 14 > end:
+                cols[i, C_STATUS] = S_TRUNC_L2
+                continue
+            l3, ver = _ethertype_l3(buf, p + 12, end, cols, i)
+        elif lt == LT_SLL:
+            if p + 16 > end:
+                cols[i, C_STATUS] = S_TRUNC_L2
+                continue
+            l3, ver = _ethertype_l3(buf, p + 14, end, cols, i)
+        elif lt == LT_SLL2:
+            if p + 20 > end:
+                cols[i, C_STATUS] = S_TRUNC_L2
+                continue
+            et = _be16(buf, p)
+            if et == 0x0800:
+                l3, ver = p + 20, 4
+            elif et == 0x86DD:
+                l3, ver = p + 20, 6
+            elif et == 0x8100 or et == 0x88A8:
+                # VLAN tag kept in the payload: re-walk from the type field.
+                l3, ver = -2, 0
+            else:
+                l3, ver = -2, 0
+        elif lt == LT_NULL or lt == LT_LOOP:
+            if p + 4 > end:
+                cols[i, C_STATUS] = S_TRUNC_L2
+                continue
+            # The family is in host byte order for NULL, network order for LOOP: accept both.
+            fam = buf[p] | buf[p + 3]
+            if fam == 2:
+                l3, ver = p + 4, 4
+            elif fam == 24 or fam == 28 or fam == 30 or fam == 10:
+                l3, ver = p + 4, 6
+            else:
+                l3, ver = -2, 0
+        elif lt == LT_RAW or lt == LT_RAW_12 or lt == LT_RAW_14:
+            v = buf[p] >> 4
+            if v == 4 or v == 6:
+                l3, ver = p, v
+            else:
+                l3, ver = -3, 0
+        elif lt == LT_IPV4:
+            l3, ver = p, 4
+        elif lt == LT_IPV6:
+            l3, ver = p, 6
+        else:
+            cols[i, C_STATUS] = S_LINKTYPE
+            continue
+        if l3 == -1:
+            cols[i, C_STATUS] = S_TRUNC_L2
+            continue
+        if l3 == -2:
+            cols[i, C_STATUS] = S_NOT_IP
+            continue
+        if l3 == -3:
+            cols[i, C_STATUS] = S_BAD_IP
+            continue
+        if ver == 4:
+            _ipv4(buf, l3, end, cols, addr, i)
+        else:
+            _ipv6(buf, l3, end, cols, addr, i)
