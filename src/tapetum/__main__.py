@@ -1,3 +1,3 @@
-from tapetum.cli import main
+from tapetum.cli import run
 
-main()
+run()

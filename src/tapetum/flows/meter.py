@@ -230,6 +230,20 @@ def conn_states(
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class PacketFlows:
+    """Per packet of a batch: which flow it joined and how."""
+
+    #: Flow serial number in this meter (-1: the packet is not part of any flow).
+    uid: np.ndarray
+    #: The flow's flow_id, as in the flow record.
+    flow_id: np.ndarray
+    #: 0 from the originator, 1 from the responder.
+    direction: np.ndarray
+    #: Ordinal among the flow's packets with payload in that direction (-1: no payload).
+    payload_ordinal: np.ndarray
+
+
 @dataclass(slots=True)
 class MeterCounters:
     flows: int = 0
@@ -298,11 +312,10 @@ class FlowMeter:
     def active_flows(self) -> int:
         return int(self.meta[T.M_ACTIVE])
 
-    def process(
-        self, batch: PacketBatch
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[FlowBatch]]:
+    def process(self, batch: PacketBatch) -> tuple[PacketFlows, list[FlowBatch]]:
         n = batch.n
         out_uid = np.empty(n, dtype=np.int64)
+        out_fid = np.empty(n, dtype=np.int64)
         out_dir = np.empty(n, dtype=np.int8)
         out_payord = np.empty(n, dtype=np.int32)
         finished: list[FlowBatch] = []
@@ -312,7 +325,7 @@ class FlowMeter:
             i, status = T.meter_batch(
                 batch.cols, batch.addr, i, n, self.ht, self.pk, self.pi, self.flags, self.hist,
                 self.seq_size, self.seq_dir, self.seq_ts, self.free, self.meta, self.exp,
-                self.params, self.frag, out_uid, out_dir, out_payord,
+                self.params, self.frag, out_uid, out_dir, out_payord, out_fid,
             )  # fmt: skip
             self.counters.peak_active_flows = max(self.counters.peak_active_flows,
                                                   self.active_flows)
@@ -335,7 +348,7 @@ class FlowMeter:
             finished.append(fb)
         self.counters.evicted = int(self.meta[T.M_EVICTED])
         self.counters.fragments_unmatched = int(self.meta[T.M_FRAG_MISS])
-        return out_uid, out_dir, out_payord, finished
+        return PacketFlows(out_uid, out_fid, out_dir, out_payord), finished
 
     def expire(self, now_ns: int) -> list[FlowBatch]:
         """Export flows expired at data time `now_ns` (live mode: called on idle ticks)."""

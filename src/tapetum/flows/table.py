@@ -384,6 +384,7 @@ def meter_batch(
     out_uid: np.ndarray,
     out_dir: np.ndarray,
     out_payord: np.ndarray,
+    out_fid: np.ndarray,
 ) -> tuple[int, int]:
     """Meter packets start..n-1. Returns (next packet index, status)."""
     mask = ht.shape[0] - 1
@@ -391,6 +392,9 @@ def meter_batch(
         st = cols[i, C_STATUS]
         if st != S_OK and st != S_TRUNC_L4:
             out_uid[i] = -1
+            out_fid[i] = -1
+            out_dir[i] = 0
+            out_payord[i] = -1
             continue
         # A flow needs at most one slot per packet; ask for more before touching state.
         if meta[M_FREE_TOP] == 0:
@@ -525,6 +529,7 @@ def meter_batch(
         paylen = cols[i, C_PAYLEN]
         pi[s, PI_PAYBYTES + d] += paylen
         out_uid[i] = pi[s, PI_UID]
+        out_fid[i] = pi[s, PI_FLOWID]
         out_dir[i] = d
         if paylen > 0:
             out_payord[i] = pi[s, PI_PAYPKTS + d]

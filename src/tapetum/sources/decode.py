@@ -32,7 +32,8 @@ C_FRAG = 17  # 0 none, 1 first fragment, 2 later fragment
 C_IPID = 18  # IPv4 id / IPv6 fragment identification
 C_FILEOFF = 19  # offset of the record in its file (for messages)
 C_VLANCOUNT = 20
-N_COLS = 21
+C_TUNNEL = 21  # tunnel the packet was decapsulated from (TUNNEL_ID_*; 0 none)
+N_COLS = 22
 
 # Columns of PacketBatch.addr (uint64, [n, 4]).
 A_SRC_HI = 0
@@ -63,6 +64,9 @@ STATUS_NAMES = (
 # Link types (https://www.tcpdump.org/linktypes.html).
 LT_NULL = 0
 LT_ETHERNET = 1
+LT_PPP = 9
+LT_PPP_HDLC = 50
+LT_C_HDLC = 104
 LT_RAW_12 = 12
 LT_RAW_14 = 14
 LT_RAW = 101
@@ -74,6 +78,9 @@ LT_SLL2 = 276
 SUPPORTED_LINKTYPES = (
     LT_NULL,
     LT_ETHERNET,
+    LT_PPP,
+    LT_PPP_HDLC,
+    LT_C_HDLC,
     LT_RAW_12,
     LT_RAW_14,
     LT_RAW,
@@ -83,6 +90,21 @@ SUPPORTED_LINKTYPES = (
     LT_IPV6,
     LT_SLL2,
 )
+
+# Tunnel decapsulation (the `tunnels` bit set of decode_batch). Off by default: a tunnelled packet
+# is then one flow between the tunnel endpoints, as Zeek reports it without its tunnel analyzers.
+TUNNEL_IP_IN_IP = 1  # IPv4/IPv6 carried in IPv4/IPv6 (protocols 4 and 41)
+TUNNEL_GTP_U = 2  # GTPv1-U T-PDUs on UDP port 2152
+TUNNEL_CAPWAP = 4  # CAPWAP data (UDP port 5247) carrying IEEE 802.11 data frames
+TUNNEL_TZSP = 8  # TZSP (UDP port 37008) carrying Ethernet
+TUNNELS_ALL = TUNNEL_IP_IN_IP | TUNNEL_GTP_U | TUNNEL_CAPWAP | TUNNEL_TZSP
+# C_TUNNEL values: the innermost tunnel a packet was taken out of.
+TUNNEL_ID_NONE = 0
+TUNNEL_ID_GTP = 1
+TUNNEL_ID_CAPWAP = 2
+TUNNEL_ID_TZSP = 3
+TUNNEL_ID_IP_IN_IP = 4
+_MAX_TUNNEL_DEPTH = 4
 
 V4_MAPPED_HI = np.uint64(0)
 V4_MAPPED_LO_PREFIX = np.uint64(0xFFFF) << np.uint64(32)
@@ -331,8 +353,202 @@ def _ipv6(buf: np.ndarray, p: int, end: int, cols: np.ndarray, addr: np.ndarray,
 
 
 @njit(cache=True)
-def decode_batch(buf: np.ndarray, cols: np.ndarray, addr: np.ndarray, n: int) -> None:
-    """Fill the header columns of packets 0..n-1 (zeroed arrays; C_OFF, C_CAPLEN, C_LINKTYPE in)."""
+def _link(buf: np.ndarray, p: int, end: int, lt: int, cols: np.ndarray, i: int) -> tuple[int, int]:
+    """Link layer at p. Returns (l3 start, IP version) or (-1 truncated / -2 not IP / -3 bad IP /
+    -4 unknown link type, 0)."""
+    if lt == LT_ETHERNET:
+        if p + 14 > end:
+            return -1, 0
+        return _ethertype_l3(buf, p + 12, end, cols, i)
+    if lt == LT_SLL:
+        if p + 16 > end:
+            return -1, 0
+        return _ethertype_l3(buf, p + 14, end, cols, i)
+    if lt == LT_SLL2:
+        if p + 20 > end:
+            return -1, 0
+        et = _be16(buf, p)
+        if et == 0x0800:
+            return p + 20, 4
+        if et == 0x86DD:
+            return p + 20, 6
+        return -2, 0
+    if lt == LT_NULL or lt == LT_LOOP:
+        if p + 4 > end:
+            return -1, 0
+        # The family is in host byte order for NULL, network order for LOOP: accept both.
+        fam = buf[p] | buf[p + 3]
+        if fam == 2:
+            return p + 4, 4
+        if fam == 24 or fam == 28 or fam == 30 or fam == 10:
+            return p + 4, 6
+        return -2, 0
+    if lt == LT_RAW or lt == LT_RAW_12 or lt == LT_RAW_14:
+        v = buf[p] >> 4
+        if v == 4 or v == 6:
+            return p, v
+        return -3, 0
+    if lt == LT_IPV4:
+        return p, 4
+    if lt == LT_IPV6:
+        return p, 6
+    if lt == LT_PPP or lt == LT_PPP_HDLC or lt == LT_C_HDLC:
+        # PPP: [address 0xff, control 0x03,] 2-byte PPP protocol (RFC 1661/1662). Cisco HDLC:
+        # address 0x0f/0x8f, control 0, then an Ethernet type. Either framing under any of the
+        # three link types, as libpcap-based tools accept them.
+        if p + 2 > end:
+            return -1, 0
+        a = buf[p]
+        if a == 0x0F or a == 0x8F:
+            if p + 4 > end:
+                return -1, 0
+            return _ethertype_l3(buf, p + 2, end, cols, i)
+        q = p
+        if a == 0xFF and buf[p + 1] == 0x03:
+            q = p + 2
+        if q + 2 > end:
+            return -1, 0
+        proto = _be16(buf, q)
+        if proto == 0x0021:
+            return q + 2, 4
+        if proto == 0x0057:
+            return q + 2, 6
+        return -2, 0
+    return -4, 0
+
+
+@njit(cache=True)
+def _reset_l3(cols: np.ndarray, addr: np.ndarray, i: int) -> None:
+    cols[i, C_STATUS] = S_OK
+    cols[i, C_IPVER] = 0
+    cols[i, C_PROTO] = 0
+    cols[i, C_SPORT] = 0
+    cols[i, C_DPORT] = 0
+    cols[i, C_FLAGS] = 0
+    cols[i, C_SEQ] = 0
+    cols[i, C_IPLEN] = 0
+    cols[i, C_PAYOFF] = 0
+    cols[i, C_PAYLEN] = 0
+    cols[i, C_PAYCAP] = 0
+    cols[i, C_FRAG] = 0
+    cols[i, C_IPID] = 0
+    for k in range(4):
+        addr[i, k] = 0
+
+
+@njit(cache=True)
+def _tunnel(buf: np.ndarray, end: int, cols: np.ndarray, i: int, tunnels: int) -> tuple[int, int, int]:
+    """The inner packet of a decoded tunnel packet: (l3 start, IP version, tunnel id) or (-1, 0, 0).
+
+    Only unfragmented (or first-fragment) packets with their tunnel header captured qualify.
+    """
+    if cols[i, C_STATUS] != S_OK or cols[i, C_FRAG] == 2:
+        return -1, 0, 0
+    proto = cols[i, C_PROTO]
+    q = cols[i, C_PAYOFF]
+    lim = min(end, q + cols[i, C_PAYCAP])
+    if (tunnels & TUNNEL_IP_IN_IP) != 0 and (proto == 4 or proto == 41):
+        if q + 1 > lim:
+            return -1, 0, 0
+        v = buf[q] >> 4
+        if (proto == 4 and v == 4) or (proto == 41 and v == 6):
+            return q, v, TUNNEL_ID_IP_IN_IP
+        return -1, 0, 0
+    if proto != 17:
+        return -1, 0, 0
+    sport = cols[i, C_SPORT]
+    dport = cols[i, C_DPORT]
+    if (tunnels & TUNNEL_GTP_U) != 0 and (sport == 2152 or dport == 2152):
+        # GTPv1 (version bits 001, protocol type 1) carrying a T-PDU (message type 0xff).
+        if q + 8 > lim:
+            return -1, 0, 0
+        fl = buf[q]
+        if (fl >> 5) != 1 or (fl & 0x10) == 0 or buf[q + 1] != 0xFF:
+            return -1, 0, 0
+        off = q + 8
+        if (fl & 0x07) != 0:
+            off += 4  # sequence number, N-PDU number, next extension header type
+            if off > lim:
+                return -1, 0, 0
+            nxt = buf[off - 1] if (fl & 0x04) != 0 else 0
+            while nxt != 0:
+                if off + 1 > lim:
+                    return -1, 0, 0
+                n4 = buf[off] * 4
+                if n4 == 0 or off + n4 > lim:
+                    return -1, 0, 0
+                nxt = buf[off + n4 - 1]
+                off += n4
+        if off >= lim:
+            return -1, 0, 0
+        v = buf[off] >> 4
+        if v == 4 or v == 6:
+            return off, v, TUNNEL_ID_GTP
+        return -1, 0, 0
+    if (tunnels & TUNNEL_CAPWAP) != 0 and (sport == 5247 or dport == 5247):
+        # RFC 5415 header (preamble version 0, type 0), HLEN in 4-byte words; with the T bit the
+        # payload is an IEEE 802.11 frame: a data frame's 24-byte header (+2 for QoS data), then
+        # LLC/SNAP with the Ethernet type.
+        if q + 8 > lim or buf[q] != 0:
+            return -1, 0, 0
+        hlen = (buf[q + 1] >> 3) * 4
+        if hlen < 8 or (buf[q + 2] & 0x01) == 0:  # T bit: native (802.11) frame format
+            return -1, 0, 0
+        off = q + hlen
+        if off + 2 > lim:
+            return -1, 0, 0
+        fc = buf[off]
+        if (fc & 0x0C) != 0x08:  # not a data frame
+            return -1, 0, 0
+        wlen = 24
+        if (buf[off + 1] & 0x03) == 0x03:  # to-DS and from-DS: a fourth address
+            wlen += 6
+        if (fc & 0x80) != 0:  # QoS data subtype
+            wlen += 2
+        off += wlen
+        if off + 8 > lim or buf[off] != 0xAA or buf[off + 1] != 0xAA:
+            return -1, 0, 0
+        et = _be16(buf, off + 6)
+        if et == 0x0800:
+            return off + 8, 4, TUNNEL_ID_CAPWAP
+        if et == 0x86DD:
+            return off + 8, 6, TUNNEL_ID_CAPWAP
+        return -1, 0, 0
+    if (tunnels & TUNNEL_TZSP) != 0 and (sport == 37008 or dport == 37008):
+        # TZSP version 1, type 0 (received tag list), encapsulating Ethernet (1); tags up to END.
+        if q + 4 > lim or buf[q] != 1 or buf[q + 1] != 0 or _be16(buf, q + 2) != 1:
+            return -1, 0, 0
+        off = q + 4
+        while True:
+            if off >= lim:
+                return -1, 0, 0
+            tag = buf[off]
+            if tag == 1:
+                off += 1
+                break
+            if tag == 0:
+                off += 1
+                continue
+            if off + 2 > lim:
+                return -1, 0, 0
+            off += 2 + buf[off + 1]
+        if off + 14 > lim:
+            return -1, 0, 0
+        l3, ver = _ethertype_l3(buf, off + 12, lim, cols, i)
+        if l3 < 0:
+            return -1, 0, 0
+        return l3, ver, TUNNEL_ID_TZSP
+    return -1, 0, 0
+
+
+@njit(cache=True)
+def decode_batch(
+    buf: np.ndarray, cols: np.ndarray, addr: np.ndarray, n: int, tunnels: int = 0
+) -> None:
+    """Fill the header columns of packets 0..n-1 (zeroed arrays; C_OFF, C_CAPLEN, C_LINKTYPE in).
+
+    `tunnels` (TUNNEL_* bits) selects the tunnels whose inner packet replaces the outer one.
+    """
     for i in range(n):
         p = cols[i, C_OFF]
         end = p + cols[i, C_CAPLEN]
@@ -340,67 +556,39 @@ def decode_batch(buf: np.ndarray, cols: np.ndarray, addr: np.ndarray, n: int) ->
         if end <= p:
             cols[i, C_STATUS] = S_EMPTY
             continue
-        ver = 0
-        l3 = -1
-        if lt == LT_ETHERNET:
-            if p + 14 > end:
+        l3, ver = _link(buf, p, end, lt, cols, i)
+        depth = 0
+        while True:
+            if l3 == -4:
+                cols[i, C_STATUS] = S_LINKTYPE
+                break
+            if l3 == -1:
                 cols[i, C_STATUS] = S_TRUNC_L2
-                continue
-            l3, ver = _ethertype_l3(buf, p + 12, end, cols, i)
-        elif lt == LT_SLL:
-            if p + 16 > end:
-                cols[i, C_STATUS] = S_TRUNC_L2
-                continue
-            l3, ver = _ethertype_l3(buf, p + 14, end, cols, i)
-        elif lt == LT_SLL2:
-            if p + 20 > end:
-                cols[i, C_STATUS] = S_TRUNC_L2
-                continue
-            et = _be16(buf, p)
-            if et == 0x0800:
-                l3, ver = p + 20, 4
-            elif et == 0x86DD:
-                l3, ver = p + 20, 6
-            elif et == 0x8100 or et == 0x88A8:
-                # VLAN tag kept in the payload: re-walk from the type field.
-                l3, ver = -2, 0
+                break
+            if l3 == -2:
+                cols[i, C_STATUS] = S_NOT_IP
+                break
+            if l3 == -3:
+                cols[i, C_STATUS] = S_BAD_IP
+                break
+            if ver == 4:
+                _ipv4(buf, l3, end, cols, addr, i)
             else:
-                l3, ver = -2, 0
-        elif lt == LT_NULL or lt == LT_LOOP:
-            if p + 4 > end:
-                cols[i, C_STATUS] = S_TRUNC_L2
-                continue
-            # The family is in host byte order for NULL, network order for LOOP: accept both.
-            fam = buf[p] | buf[p + 3]
-            if fam == 2:
-                l3, ver = p + 4, 4
-            elif fam == 24 or fam == 28 or fam == 30 or fam == 10:
-                l3, ver = p + 4, 6
-            else:
-                l3, ver = -2, 0
-        elif lt == LT_RAW or lt == LT_RAW_12 or lt == LT_RAW_14:
-            v = buf[p] >> 4
-            if v == 4 or v == 6:
-                l3, ver = p, v
-            else:
-                l3, ver = -3, 0
-        elif lt == LT_IPV4:
-            l3, ver = p, 4
-        elif lt == LT_IPV6:
-            l3, ver = p, 6
-        else:
-            cols[i, C_STATUS] = S_LINKTYPE
-            continue
-        if l3 == -1:
-            cols[i, C_STATUS] = S_TRUNC_L2
-            continue
-        if l3 == -2:
-            cols[i, C_STATUS] = S_NOT_IP
-            continue
-        if l3 == -3:
-            cols[i, C_STATUS] = S_BAD_IP
-            continue
-        if ver == 4:
-            _ipv4(buf, l3, end, cols, addr, i)
-        else:
-            _ipv6(buf, l3, end, cols, addr, i)
+                _ipv6(buf, l3, end, cols, addr, i)
+            if tunnels == 0 or depth >= _MAX_TUNNEL_DEPTH:
+                break
+            # The inner packet is bounded by the outer one's captured payload.
+            lim = min(end, cols[i, C_PAYOFF] + cols[i, C_PAYCAP])
+            vlan = cols[i, C_VLAN]
+            nvlan = cols[i, C_VLANCOUNT]
+            nl3, nver, tid = _tunnel(buf, end, cols, i, tunnels)
+            if nl3 < 0:
+                cols[i, C_VLAN] = vlan
+                cols[i, C_VLANCOUNT] = nvlan
+                break
+            _reset_l3(cols, addr, i)
+            cols[i, C_TUNNEL] = tid
+            end = lim
+            l3 = nl3
+            ver = nver
+            depth += 1

@@ -97,8 +97,12 @@ class CaptureReader:
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
         batch_packets: int = DEFAULT_BATCH_PACKETS,
         max_caplen: int = DEFAULT_MAX_CAPLEN,
+        tunnels: int = 0,
     ) -> None:
+        """`tunnels`: `decode.TUNNEL_*` bits; packets of those tunnels are decoded as their inner
+        packet (C_TUNNEL tells which). Default none: a tunnel is a flow between its endpoints."""
         self.path = os.fspath(path)
+        self.tunnels = tunnels
         self.chunk_bytes = chunk_bytes
         self.batch_packets = batch_packets
         self.max_caplen = max_caplen
@@ -220,7 +224,7 @@ class CaptureReader:
         cols = cols[:n]
         addr = addr[:n]
         cols[:, C_FILEOFF] = cols[:, C_OFF] + base
-        decode_batch(buf, cols, addr, n)
+        decode_batch(buf, cols, addr, n, self.tunnels)
         self.counters.packets += n
         self.counters.bytes_captured += int(cols[:, C_CAPLEN].sum())
         self.counters.bytes_on_wire += int(cols[:, C_WIRELEN].sum())

@@ -1,0 +1,111 @@
+"""Correlate alerts into incidents: by entity, split where the entity is quiet for `gap_s`.
+
+A 100,000-probe scan is one alert per window and target, and all of them about one source in one
+active period make one incident, with a count, a timeline and a summary in plain words. Incidents
+are ordered along the kill chain by their ATT&CK tactics.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+
+from tapetum.records import Alert, Incident
+
+#: Kill-chain order of ATT&CK tactics, used for the incident stage.
+STAGES = (
+    "reconnaissance",
+    "resource-development",
+    "initial-access",
+    "execution",
+    "persistence",
+    "privilege-escalation",
+    "defense-evasion",
+    "credential-access",
+    "discovery",
+    "lateral-movement",
+    "collection",
+    "command-and-control",
+    "exfiltration",
+    "impact",
+)
+
+
+def _stage(tactics: set[str]) -> str:
+    ranked = [t for t in STAGES if t in tactics]
+    return ranked[-1] if ranked else "unknown"
+
+
+class Correlator:
+    def __init__(self, gap_s: float = 3600.0) -> None:
+        self.gap_ns = int(gap_s * 1e9)
+        self._alerts: list[Alert] = []
+
+    def add(self, alerts: list[Alert]) -> None:
+        self._alerts.extend(alerts)
+
+    def incidents(self) -> list[Incident]:
+        by_entity: dict[str, list[Alert]] = defaultdict(list)
+        for a in self._alerts:
+            by_entity[a.entity].append(a)
+        out: list[Incident] = []
+        for entity in sorted(by_entity):
+            alerts = sorted(by_entity[entity], key=lambda a: (a.ts_ns, a.alert_id))
+            group: list[Alert] = []
+            last = None
+            for a in alerts:
+                start = a.first_ts_ns if a.first_ts_ns is not None else a.ts_ns
+                if group and last is not None and start - last > self.gap_ns:
+                    out.append(_incident(entity, group))
+                    group = []
+                group.append(a)
+                end = a.last_ts_ns if a.last_ts_ns is not None else a.ts_ns
+                last = end if last is None else max(last, end)
+            if group:
+                out.append(_incident(entity, group))
+        out.sort(key=lambda i: (i.severity, i.first_ts_ns, i.incident_id))
+        return out
+
+
+def _incident(entity: str, alerts: list[Alert]) -> Incident:
+    first = min(a.first_ts_ns if a.first_ts_ns is not None else a.ts_ns for a in alerts)
+    last = max(a.last_ts_ns if a.last_ts_ns is not None else a.ts_ns for a in alerts)
+    sigs = sorted({a.signature for a in alerts})
+    cats = sorted({a.category for a in alerts})
+    techniques = sorted({t for a in alerts for t in a.mitre_technique_id})
+    tactics = {t for a in alerts for t in a.mitre_tactic}
+    dests = sorted({a.dest_ip for a in alerts if a.dest_ip})
+    # Independent-evidence combination: each alert's score is a probability-like confidence.
+    miss = 1.0
+    for a in alerts:
+        miss *= 1.0 - min(max(a.score, 0.0), 1.0)
+    confidence = 1.0 - miss
+    stage = _stage(tactics)
+    strongest = max(alerts, key=lambda a: (a.score, -a.severity))
+    n = len(alerts)
+    title = f"{stage.replace('-', ' ').capitalize()} by {entity}: " + ", ".join(
+        s.replace(".", " ") for s in sigs
+    )
+    more = "" if n == 1 else f" ({n} alerts; strongest shown)"
+    summary = f"{strongest.explanation}{more}"
+    key = f"{entity}|{alerts[0].alert_id}"
+    return Incident(
+        incident_id=hashlib.sha1(key.encode()).hexdigest()[:16],
+        ts_ns=first,
+        first_ts_ns=first,
+        last_ts_ns=last,
+        entity=entity,
+        title=title,
+        summary=summary,
+        severity=min(a.severity for a in alerts),
+        confidence=confidence,
+        alert_count=n,
+        alert_ids=tuple(a.alert_id for a in alerts),
+        signatures=tuple(sigs),
+        categories=tuple(cats),
+        mitre_technique_id=tuple(techniques),
+        mitre_tactic=tuple(t for t in STAGES if t in tactics),
+        stage=stage,
+        src_ip=entity,
+        dest_ips=tuple(dests[:100]),
+    )

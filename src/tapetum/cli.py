@@ -1,0 +1,322 @@
+"""Command line: `tapetum analyze`, `tapetum sql`.
+
+Exit codes: 0 success (input warnings are reported, not fatal); 1 some inputs could not be read
+(the rest were analysed); 2 usage error; 3 no input could be read; 4 store error; 5 config error.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+from tapetum import __version__
+from tapetum.errors import ConfigError, StoreError, TapetumError
+
+EXIT_PARTIAL = 1
+EXIT_NO_INPUT = 3
+EXIT_STORE = 4
+EXIT_CONFIG = 5
+DEFAULT_STORE = "tapetum.duckdb"
+SEVERITY_NAMES = {1: "high", 2: "medium", 3: "low"}
+
+
+def demo_capture() -> Path:
+    """The small capture bundled with the package."""
+    return Path(str(resources.files("tapetum") / "data" / "demo.pcap"))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="tapetum")
+def main() -> None:
+    """Tapetum: network detection and response that explains itself."""
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+@main.command()
+@click.argument("captures", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--demo", is_flag=True, help="Analyse the small capture bundled with Tapetum.")
+@click.option(
+    "--store",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=DEFAULT_STORE,
+    show_default=True,
+    help="DuckDB file to store flows, metadata, alerts and incidents in.",
+)
+@click.option("--no-store", is_flag=True, help="Do not write the DuckDB store.")
+@click.option(
+    "--jsonl",
+    "jsonl_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write EVE-shaped JSON lines to this file ('-' for standard output).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="TOML configuration file.",
+)
+@click.option("--no-progress", is_flag=True, help="Do not show a progress bar.")
+def analyze(
+    captures: tuple[Path, ...],
+    demo: bool,
+    store: Path,
+    no_store: bool,
+    jsonl_path: Path | None,
+    as_json: bool,
+    config_path: Path | None,
+    no_progress: bool,
+) -> None:
+    """Analyse capture files (pcap, pcapng, optionally .gz) and print explained incidents."""
+    from tapetum.config import load_config
+    from tapetum.pipeline import Pipeline, run_id_for
+    from tapetum.sinks.base import Sink
+    from tapetum.sinks.duckdb import DuckDBSink
+    from tapetum.sinks.jsonl import JsonlSink
+
+    err = Console(stderr=True)
+    paths = [str(p) for p in captures]
+    if demo:
+        paths.insert(0, str(demo_capture()))
+    if not paths:
+        raise click.UsageError("give one or more capture files, or --demo")
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        sys.exit(EXIT_CONFIG)
+    run_id = run_id_for(paths, config)
+    sinks: list[Sink] = []
+    db: DuckDBSink | None = None
+    try:
+        if not no_store:
+            db = DuckDBSink(store, run_id)
+            _replace_run(db, run_id)
+            db.begin_run(dt.datetime.now(dt.UTC).replace(tzinfo=None), paths, __version__)
+            sinks.append(db)
+        if jsonl_path is not None:
+            out = sys.stdout.buffer if str(jsonl_path) == "-" else jsonl_path
+            sinks.append(
+                JsonlSink(out, flow_sequences=config.output.flow_sequences_in_json)
+            )
+    except StoreError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        sys.exit(EXIT_STORE)
+    except OSError as exc:
+        err.print(f"[red]error:[/red] {jsonl_path}: {exc.strerror}")
+        sys.exit(EXIT_STORE)
+
+    pipe = Pipeline(config, sinks)
+    show_progress = not no_progress and err.is_terminal
+    progress = Progress(
+        TextColumn("[bold]{task.fields[name]}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TextColumn("{task.fields[packets]:,} packets"),
+        TimeRemainingColumn(),
+        console=err,
+        disable=not show_progress,
+        transient=False,
+    )
+    with progress:
+        tasks: dict[str, Any] = {}
+
+        def on_progress(path: str, done: int, total: int, packets: int) -> None:
+            if path not in tasks:
+                tasks[path] = progress.add_task(
+                    "read", total=total, name=Path(path).name, packets=0
+                )
+            t = tasks[path]
+            progress.update(
+                t, completed=done, packets=progress.tasks[t].fields["packets"] + packets
+            )
+
+        for p in paths:
+            rep = pipe.run_file(p, on_progress)
+            if p in tasks:
+                progress.update(tasks[p], completed=progress.tasks[tasks[p]].total)
+            if rep.error:
+                err.print(f"[red]error:[/red] {rep.error}")
+            for w in rep.warnings:
+                err.print(f"[yellow]warning:[/yellow] {w}")
+        summary = pipe.finish()
+    for sink in sinks:
+        if db is sink:
+            db.end_run(summary.to_dict())
+        sink.close()
+
+    if as_json:
+        click.echo(json.dumps(summary.to_dict(), indent=2))
+    else:
+        _print_summary(Console(), summary, None if no_store else store)
+    readable = [f for f in summary.files if f.error is None]
+    if not readable:
+        sys.exit(EXIT_NO_INPUT)
+    if len(readable) < len(summary.files):
+        sys.exit(EXIT_PARTIAL)
+
+
+def _replace_run(db: Any, run_id: str) -> None:
+    """Re-analysing the same inputs with the same config replaces that run's rows."""
+    from tapetum.sinks.duckdb import TABLES
+
+    for table in TABLES:
+        db.con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
+
+
+def _print_summary(con: Console, s: Any, store: Path | None) -> None:
+    from tapetum.sinks.eve import ts_text
+
+    con.rule("[bold]Tapetum analysis")
+    files = ", ".join(Path(f.path).name for f in s.files)
+    when = ""
+    if s.first_ns is not None:
+        when = f"{ts_text(s.first_ns)} → {ts_text(s.last_ns)} ({s.duration_s:,.1f} s)"
+    con.print(f"[bold]Input[/bold]    {files}")
+    con.print(
+        f"[bold]Traffic[/bold]  {s.packets:,} packets, {_human_bytes(s.bytes)}, "
+        f"{s.flows:,} flows  {when}"
+    )
+    odd = {k: v for k, v in s.packet_status.items() if k != "ok"}
+    if odd:
+        con.print(
+            "[bold]Not flows[/bold] " + ", ".join(f"{k.replace('_', ' ')}: {v:,}" for k, v in odd.items())
+        )
+    if s.protocols:
+        con.print(
+            "[bold]Protocols[/bold] "
+            + ", ".join(f"{k} {v:,}" for k, v in s.protocols.most_common())
+        )
+    if s.services:
+        con.print(
+            "[bold]Services[/bold]  " + ", ".join(f"{k} {v:,}" for k, v in s.services.most_common())
+        )
+    t = Table(title="Top talkers (bytes sent + received)", title_justify="left", box=None)
+    t.add_column("host")
+    t.add_column("bytes", justify="right")
+    for ip, b in s.talkers.most_common(5):
+        t.add_row(ip, _human_bytes(b))
+    if s.talkers:
+        con.print(t)
+    for title, counter in (
+        ("DNS names", s.dns_names),
+        ("TLS server names", s.tls_snis),
+        ("JA4 fingerprints", s.ja4s),
+        ("HTTP hosts", s.http_hosts),
+        ("SSH software", s.ssh_software),
+    ):
+        if counter:
+            top = ", ".join(f"{k} ({v})" for k, v in counter.most_common(5))
+            more = f" … +{len(counter) - 5} more" if len(counter) > 5 else ""
+            con.print(f"[bold]{title}[/bold]: {top}{more}")
+    mal = {k: v for k, v in s.protocol_malformed.items() if v}
+    if mal:
+        con.print("[bold]Malformed payloads[/bold]: " + ", ".join(f"{k} {v}" for k, v in mal.items()))
+    for f in s.files:
+        skipped = {k: v for k, v in f.counters.items() if v and not k.startswith("warnings.")}
+        if skipped:
+            con.print(
+                f"[yellow]{Path(f.path).name}[/yellow]: "
+                + ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in skipped.items())
+            )
+    con.print()
+    con.print(f"[bold]Alerts[/bold]: {len(s.alerts)}   [bold]Incidents[/bold]: {len(s.incidents)}")
+    for inc in s.incidents:
+        sev = SEVERITY_NAMES.get(inc.severity, str(inc.severity))
+        color = {"high": "red", "medium": "yellow"}.get(sev, "cyan")
+        con.print(
+            f"[{color}]■ {sev}[/{color}] [bold]{inc.title}[/bold] "
+            f"[dim]({', '.join(inc.mitre_technique_id)}; confidence {inc.confidence:.2f}; "
+            f"{inc.alert_count} alert{'s' if inc.alert_count != 1 else ''})[/dim]"
+        )
+        alerts = [a for a in s.alerts if a.alert_id in set(inc.alert_ids)]
+        for a in alerts[:5]:
+            con.print(f"    • {a.explanation}")
+        if len(alerts) > 5:
+            con.print(f"    • … {len(alerts) - 5} more alerts")
+    if store is not None:
+        con.print(f"\n[dim]Stored in {store}; query with: tapetum sql --store {store} "
+                  f"\"SELECT * FROM incidents\"[/dim]")
+
+
+@main.command()
+@click.argument("query")
+@click.option(
+    "--store",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=DEFAULT_STORE,
+    show_default=True,
+    help="DuckDB store written by `tapetum analyze`.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json", "csv"]),
+    default="table",
+    show_default=True,
+)
+@click.option("--limit", type=int, default=1000, show_default=True, help="Rows shown in a table.")
+def sql(query: str, store: Path, fmt: str, limit: int) -> None:
+    """Run a SQL query against the store (tables: runs, flows, dns, tls, http, ssh, alerts,
+    incidents)."""
+    from tapetum.store.query import run_query
+
+    err = Console(stderr=True)
+    if not store.exists():
+        err.print(f"[red]error:[/red] {store}: no such store; run `tapetum analyze` first")
+        sys.exit(EXIT_STORE)
+    try:
+        names, rows = run_query(store, query)
+    except StoreError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        sys.exit(EXIT_STORE)
+    if fmt == "json":
+        click.echo(json.dumps([dict(zip(names, r, strict=True)) for r in rows], default=str, indent=1))
+    elif fmt == "csv":
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(names)
+        w.writerows(rows)
+        click.echo(buf.getvalue(), nl=False)
+    else:
+        t = Table(*names, show_lines=False)
+        for r in rows[:limit]:
+            t.add_row(*("" if v is None else str(v) for v in r))
+        Console().print(t)
+        if len(rows) > limit:
+            err.print(f"[dim]{len(rows) - limit} more rows not shown (use --limit)[/dim]")
+
+
+def run() -> None:
+    try:
+        main()
+    except TapetumError as exc:
+        Console(stderr=True).print(f"[red]error:[/red] {exc}")
+        sys.exit(2)

@@ -1,0 +1,106 @@
+"""Configuration: one TOML file parsed once into typed structs that reject unknown keys.
+
+Every option has a default and a one-line doc. Each component receives only its own section.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import msgspec
+
+from tapetum.errors import ConfigError
+from tapetum.flows.meter import MeterConfig
+
+
+class MeterSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    #: Idle timeout of TCP connections, seconds (Zeek: tcp_inactivity_timeout).
+    tcp_idle_s: float = 300.0
+    #: Seconds a closed (FIN both ways or RST) TCP connection lingers (Zeek: tcp_close_delay).
+    tcp_closed_s: float = 5.0
+    #: Idle timeout of UDP flows, seconds.
+    udp_idle_s: float = 60.0
+    #: Idle timeout of ICMP flows, seconds.
+    icmp_idle_s: float = 60.0
+    #: Idle timeout of other IP protocols, seconds.
+    other_idle_s: float = 60.0
+    #: Split flows longer than this many seconds (0: never, as in Zeek).
+    active_s: float = 0.0
+    #: Cap on concurrent flows; beyond it the least recently active are evicted and counted.
+    max_flows: int = 4_000_000
+    #: Community ID seed.
+    community_id_seed: int = 0
+
+    def to_meter(self) -> MeterConfig:
+        return MeterConfig(
+            tcp_idle_s=self.tcp_idle_s,
+            tcp_closed_s=self.tcp_closed_s,
+            udp_idle_s=self.udp_idle_s,
+            icmp_idle_s=self.icmp_idle_s,
+            other_idle_s=self.other_idle_s,
+            active_s=self.active_s,
+            max_flows=self.max_flows,
+            seed=self.community_id_seed,
+        )
+
+
+class ProtocolSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    #: Parse application metadata (DNS, TLS, HTTP, SSH, QUIC) at all.
+    enabled: bool = True
+    #: Payload packets per direction handed to the parsers (DNS ports: every packet).
+    max_payload_packets: int = 10
+    #: Ports whose every packet is parsed as DNS (53 DNS, 5353 mDNS, 5355 LLMNR).
+    dns_ports: list[int] = msgspec.field(default_factory=lambda: [53, 5353, 5355])
+    #: Flows with parser state kept at once; the oldest are dropped beyond it.
+    max_flows: int = 200_000
+
+
+class ScanSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    #: Length of the window in which probes are counted, seconds.
+    window_s: float = 300.0
+    #: Distinct ports on one host that make a vertical scan.
+    vertical_ports: int = 25
+    #: Distinct hosts probed on one port that make a horizontal scan.
+    horizontal_hosts: int = 25
+    #: Count only probes that failed or carried no data (S0, REJ, RSTO/RSTOS0, OTH, SH …).
+    failed_only: bool = True
+
+
+class DetectorsSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    scan: ScanSection = msgspec.field(default_factory=ScanSection)
+
+
+class IncidentSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    #: Alerts about one entity closer than this in time join the same incident, seconds.
+    gap_s: float = 3600.0
+
+
+class OutputSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    #: Include the first-packets sequences (sizes, directions, times) in JSON flow events.
+    flow_sequences_in_json: bool = False
+
+
+class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    meter: MeterSection = msgspec.field(default_factory=MeterSection)
+    protocols: ProtocolSection = msgspec.field(default_factory=ProtocolSection)
+    detectors: DetectorsSection = msgspec.field(default_factory=DetectorsSection)
+    incidents: IncidentSection = msgspec.field(default_factory=IncidentSection)
+    output: OutputSection = msgspec.field(default_factory=OutputSection)
+
+
+def load_config(path: str | Path | None) -> Config:
+    """Read a TOML config file (None: all defaults). Unknown keys are errors."""
+    if path is None:
+        return Config()
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read config: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: invalid TOML: {exc}") from None
+    try:
+        return msgspec.convert(data, Config)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{p}: {exc}") from None

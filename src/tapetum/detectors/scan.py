@@ -1,0 +1,244 @@
+"""Port scans: vertical (many ports on one host) and horizontal (one port on many hosts).
+
+Probes (flows without application data, see `features.scan`) are counted per source in fixed
+windows of data time. A window is scored once it can no longer change: when the watermark (the
+latest flow end seen) has passed its end by the meter's longest idle timeout, or at end of input.
+Rows below the threshold are learnt as the source's normal (so a host that routinely touches many
+ports raises its own bar); rows that alert are not learnt, so a scan cannot teach itself normal.
+ATT&CK: T1046 Network Service Discovery (from an internal address), T1595.001 Active Scanning:
+Scanning IP Blocks / T1595.002 Vulnerability Scanning (from outside).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import math
+from typing import Any
+
+import numpy as np
+
+from tapetum.config import ScanSection
+from tapetum.features.scan import ProbeColumns, ScanRows, aggregate, answered_ports
+from tapetum.flows.key import addr_text, proto_name
+from tapetum.flows.meter import FlowBatch
+from tapetum.records import Alert
+
+SIG_VERTICAL = "scan.vertical"
+SIG_HORIZONTAL = "scan.horizontal"
+SID_VERTICAL = 9_000_001
+SID_HORIZONTAL = 9_000_002
+STATE_VERSION = 1
+
+
+def _is_internal(ip: str) -> bool:
+    try:
+        a = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    return a.is_private or a.is_link_local or a.is_loopback
+
+
+def _fmt_duration(s: float) -> str:
+    if s < 60:
+        return f"{s:.1f} s"
+    if s < 3600:
+        return f"{s / 60:.1f} min"
+    return f"{s / 3600:.1f} h"
+
+
+class ScanDetector:
+    name = "scan"
+
+    def __init__(self, config: ScanSection | None = None, *, lag_s: float = 300.0) -> None:
+        self.config = config or ScanSection()
+        self.window_ns = int(self.config.window_s * 1e9)
+        self.lag_ns = int(lag_s * 1e9)
+        #: Learned: per source and kind, the largest count seen in a window that did not alert.
+        self.baseline_: dict[str, list[int]] = {}
+        self._windows: dict[int, list[ProbeColumns]] = {}
+        self._watermark = np.iinfo(np.int64).min
+
+    # -- contract on feature rows ------------------------------------------------------------
+
+    def _thresholds(self, rows: ScanRows) -> np.ndarray:
+        return np.where(rows.kind == 0, self.config.vertical_ports, self.config.horizontal_hosts)
+
+    def _baseline(self, rows: ScanRows) -> np.ndarray:
+        out = np.zeros(len(rows), dtype=np.float64)
+        for k in range(len(rows)):
+            src = addr_text(int(rows.src_hi[k]), int(rows.src_lo[k]))
+            b = self.baseline_.get(src)
+            if b is not None:
+                out[k] = b[int(rows.kind[k])]
+        return out
+
+    def score(self, rows: ScanRows) -> np.ndarray:
+        """0..1: 0.5 at the threshold (or at twice the source's normal, if higher), → 1 beyond."""
+        if len(rows) == 0:
+            return np.zeros(0)
+        bar = np.maximum(self._thresholds(rows), 2.0 * self._baseline(rows)).astype(np.float64)
+        x = rows.distinct_targets.astype(np.float64)
+        return np.asarray(1.0 - np.exp(-math.log(2.0) * x / bar))
+
+    def learn(self, rows: ScanRows) -> None:
+        for k in range(len(rows)):
+            src = addr_text(int(rows.src_hi[k]), int(rows.src_lo[k]))
+            b = self.baseline_.setdefault(src, [0, 0])
+            kind = int(rows.kind[k])
+            b[kind] = max(b[kind], int(rows.distinct_targets[k]))
+
+    def explain(self, rows: ScanRows, idx: np.ndarray, probes: ProbeColumns | None = None) -> list[str]:
+        base = self._baseline(rows)
+        out = []
+        for k in idx.tolist():
+            src = addr_text(int(rows.src_hi[k]), int(rows.src_lo[k]))
+            n = int(rows.distinct_targets[k])
+            dur = _fmt_duration((int(rows.last_ns[k]) - int(rows.first_ns[k])) / 1e9)
+            window = _fmt_duration(self.config.window_s)
+            normal = int(base[k])
+            proto = proto_name(int(rows.proto[k]))
+            answered = int(rows.answered_targets[k])
+            if rows.kind[k] == 0:
+                dst = addr_text(int(rows.dst_hi[k]), int(rows.dst_lo[k]))
+                what = f"{src} probed {n:,} {proto} ports on {dst} in {dur}"
+                if proto in ("ICMP", "IPv6-ICMP"):
+                    what = f"{src} sent {n:,} kinds of {proto} probes to {dst} in {dur}"
+                extra = f"{int(rows.probes[k]):,} probes, {answered:,} answered"
+                if probes is not None and answered:
+                    ports = answered_ports(
+                        probes,
+                        (int(rows.src_hi[k]), int(rows.src_lo[k])),
+                        (int(rows.dst_hi[k]), int(rows.dst_lo[k])),
+                    )
+                    shown = ", ".join(str(p) for p in ports[:10])
+                    extra += f" (open: {shown}{' …' if len(ports) > 10 else ''})"
+                unit = "ports"
+            else:
+                port = int(rows.dport[k])
+                if proto == "ICMP" or proto == "IPv6-ICMP":
+                    what = f"{src} swept {n:,} hosts with {proto} echo requests in {dur}"
+                else:
+                    what = f"{src} probed port {port}/{proto.lower()} on {n:,} hosts in {dur}"
+                extra = f"{answered:,} answered"
+                unit = "hosts"
+            seen = "" if src in self.baseline_ else " (no earlier activity from this host)"
+            out.append(
+                f"{what} ({extra}); normal for this host: {normal:,} {unit} per {window}{seen}"
+            )
+        return out
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "detector": self.name,
+            "version": STATE_VERSION,
+            "params": {
+                "window_s": self.config.window_s,
+                "vertical_ports": self.config.vertical_ports,
+                "horizontal_hosts": self.config.horizontal_hosts,
+            },
+            "baseline": self.baseline_,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], config: ScanSection | None = None) -> ScanDetector:
+        from tapetum.errors import ModelError
+
+        if state.get("detector") != cls.name or state.get("version") != STATE_VERSION:
+            raise ModelError(
+                f"scan detector state version {state.get('version')} does not match "
+                f"this Tapetum's version {STATE_VERSION}; learn again"
+            )
+        det = cls(config)
+        det.baseline_ = {str(k): [int(x) for x in v] for k, v in state["baseline"].items()}
+        return det
+
+    # -- streaming ---------------------------------------------------------------------------
+
+    def observe(self, flows: FlowBatch) -> None:
+        if len(flows) == 0:
+            return
+        self._watermark = max(self._watermark, int(flows.num["end_ns"].max()))
+        p = ProbeColumns.from_flows(flows, self.config.failed_only)
+        if len(p) == 0:
+            return
+        win = p.start_ns // self.window_ns
+        for w in np.unique(win).tolist():
+            self._windows.setdefault(int(w), []).append(p.take(win == w))
+
+    def poll(self, watermark_ns: int | None = None) -> list[Alert]:
+        wm = self._watermark if watermark_ns is None else max(self._watermark, watermark_ns)
+        done = [w for w in self._windows if (w + 1) * self.window_ns + self.lag_ns < wm]
+        return self._finalize(sorted(done))
+
+    def flush(self) -> list[Alert]:
+        return self._finalize(sorted(self._windows))
+
+    def _finalize(self, windows: list[int]) -> list[Alert]:
+        alerts: list[Alert] = []
+        for w in windows:
+            probes = ProbeColumns.concat(self._windows.pop(w))
+            rows = aggregate(probes)
+            if len(rows) == 0:
+                continue
+            scores = self.score(rows)
+            hit = scores >= 0.5
+            idx = np.flatnonzero(hit)
+            texts = self.explain(rows, idx, probes)
+            for k, text in zip(idx.tolist(), texts, strict=True):
+                alerts.append(self._alert(rows, k, float(scores[k]), text, w))
+            # Learn only what did not alert: a scan cannot raise its own baseline.
+            self.learn(_take_rows(rows, ~hit))
+        alerts.sort(key=lambda a: (a.ts_ns, a.alert_id))
+        return alerts
+
+    def _alert(self, rows: ScanRows, k: int, score: float, text: str, window: int) -> Alert:
+        src = addr_text(int(rows.src_hi[k]), int(rows.src_lo[k]))
+        vertical = rows.kind[k] == 0
+        n = int(rows.distinct_targets[k])
+        proto = proto_name(int(rows.proto[k]))
+        dst = addr_text(int(rows.dst_hi[k]), int(rows.dst_lo[k])) if vertical else None
+        port = None if vertical else int(rows.dport[k])
+        sig = SIG_VERTICAL if vertical else SIG_HORIZONTAL
+        internal = _is_internal(src)
+        if internal:
+            technique, tactic = ("T1046",), ("discovery",)
+        else:
+            technique = ("T1595.002",) if vertical else ("T1595.001",)
+            tactic = ("reconnaissance",)
+        threshold = self.config.vertical_ports if vertical else self.config.horizontal_hosts
+        severity = 2 if n >= 10 * threshold else 3
+        key = f"{sig}|{src}|{dst if vertical else f'{proto}/{port}'}|{window}"
+        dur = (int(rows.last_ns[k]) - int(rows.first_ns[k])) / 1e9
+        unit = "distinct_ports" if vertical else "distinct_hosts"
+        base = self.baseline_.get(src, [0, 0])[0 if vertical else 1]
+        return Alert(
+            alert_id=hashlib.sha1(key.encode()).hexdigest()[:16],
+            ts_ns=int(rows.first_ns[k]),
+            signature=sig,
+            signature_id=SID_VERTICAL if vertical else SID_HORIZONTAL,
+            category="scan",
+            severity=severity,
+            score=score,
+            explanation=text,
+            entity=src,
+            mitre_technique_id=technique,
+            mitre_tactic=tactic,
+            src_ip=src,
+            dest_ip=dst,
+            dest_port=port,
+            proto=proto,
+            first_ts_ns=int(rows.first_ns[k]),
+            last_ts_ns=int(rows.last_ns[k]),
+            observed={
+                unit: float(n),
+                "probes": float(rows.probes[k]),
+                "answered": float(rows.answered_targets[k]),
+                "duration_s": round(dur, 6),
+            },
+            baseline={unit: float(base), "threshold": float(threshold)},
+        )
+
+
+def _take_rows(rows: ScanRows, m: np.ndarray) -> ScanRows:
+    return ScanRows(*(getattr(rows, f)[m] for f in ScanRows.__slots__))

@@ -1,0 +1,424 @@
+"""The one module that wires the stages:
+
+    sources → flows → protocols → features/detectors → alerts → incidents → sinks
+
+Per packet batch: the meter assigns packets to flows and returns finished flows; the payload of
+the first packets of each flow (every packet on DNS ports) goes to the protocol analyzer; finished
+flows go to the streaming detectors, which emit alerts once their windows are complete in data
+time; at the end of input everything is flushed and alerts are correlated into incidents.
+Nothing here reads the wall clock for results, so the same input gives the same output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from tapetum.alerts.correlate import Correlator
+from tapetum.config import Config
+from tapetum.detectors.base import StreamingDetector
+from tapetum.errors import CaptureFormatError, InputWarning
+from tapetum.flows.key import addr_bytes, community_id, proto_name
+from tapetum.flows.meter import FlowBatch, FlowMeter, PacketFlows
+from tapetum.protocols.analyzer import ProtocolAnalyzer
+from tapetum.protocols.base import Segment
+from tapetum.records import (
+    Alert,
+    DnsEvent,
+    FlowRef,
+    HttpEvent,
+    Incident,
+    SshEvent,
+    TlsEvent,
+)
+from tapetum.registry import build_detectors
+from tapetum.sinks.base import Record, Sink
+from tapetum.sinks.eve import vlan_list
+from tapetum.sources import decode as D
+from tapetum.sources.pcap import CaptureReader, PacketBatch
+
+#: Zeek's service names for the analyzers' event types.
+SERVICE_OF = {DnsEvent: "dns", TlsEvent: "ssl", HttpEvent: "http", SshEvent: "ssh"}
+TOP_N = 10
+#: Bound on distinct keys kept by summary counters (a flood must not blow memory).
+MAX_COUNTER_KEYS = 200_000
+
+ProgressFn = Callable[[str, int, int, int], None]
+
+
+@dataclass(slots=True)
+class FileReport:
+    path: str
+    format: str = ""
+    packets: int = 0
+    error: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    counters: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Summary:
+    """What `analyze` prints: everything counted, nothing sampled."""
+
+    files: list[FileReport] = field(default_factory=list)
+    packets: int = 0
+    bytes: int = 0
+    ip_packets: int = 0
+    flows: int = 0
+    first_ns: int | None = None
+    last_ns: int | None = None
+    packet_status: dict[str, int] = field(default_factory=dict)
+    protocols: Counter[str] = field(default_factory=Counter)
+    services: Counter[str] = field(default_factory=Counter)
+    talkers: Counter[str] = field(default_factory=Counter)
+    dns_names: Counter[str] = field(default_factory=Counter)
+    tls_snis: Counter[str] = field(default_factory=Counter)
+    ja4s: Counter[str] = field(default_factory=Counter)
+    http_hosts: Counter[str] = field(default_factory=Counter)
+    ssh_software: Counter[str] = field(default_factory=Counter)
+    events: Counter[str] = field(default_factory=Counter)
+    alerts: list[Alert] = field(default_factory=list)
+    incidents: list[Incident] = field(default_factory=list)
+    meter: dict[str, int] = field(default_factory=dict)
+    protocol_parsed: dict[str, int] = field(default_factory=dict)
+    protocol_malformed: dict[str, int] = field(default_factory=dict)
+    protocol_warnings: list[str] = field(default_factory=list)
+
+    @property
+    def duration_s(self) -> float:
+        if self.first_ns is None or self.last_ns is None:
+            return 0.0
+        return (self.last_ns - self.first_ns) / 1e9
+
+    def to_dict(self) -> dict[str, Any]:
+        from tapetum.sinks.eve import alert_event, incident_event, ts_text
+
+        return {
+            "files": [
+                {
+                    "path": f.path,
+                    "format": f.format,
+                    "packets": f.packets,
+                    "error": f.error,
+                    "warnings": f.warnings,
+                    "counters": f.counters,
+                }
+                for f in self.files
+            ],
+            "packets": self.packets,
+            "bytes": self.bytes,
+            "ip_packets": self.ip_packets,
+            "flows": self.flows,
+            "first_seen": ts_text(self.first_ns) if self.first_ns is not None else None,
+            "last_seen": ts_text(self.last_ns) if self.last_ns is not None else None,
+            "duration_s": round(self.duration_s, 6),
+            "packet_status": self.packet_status,
+            "protocols": dict(self.protocols.most_common()),
+            "services": dict(self.services.most_common()),
+            "top_talkers": [
+                {"ip": ip, "bytes": b} for ip, b in self.talkers.most_common(TOP_N)
+            ],
+            "dns_names": [{"name": k, "count": v} for k, v in self.dns_names.most_common(TOP_N)],
+            "tls_snis": [{"sni": k, "count": v} for k, v in self.tls_snis.most_common(TOP_N)],
+            "ja4": [{"ja4": k, "count": v} for k, v in self.ja4s.most_common(TOP_N)],
+            "http_hosts": [
+                {"host": k, "count": v} for k, v in self.http_hosts.most_common(TOP_N)
+            ],
+            "ssh_software": [
+                {"software": k, "count": v} for k, v in self.ssh_software.most_common(TOP_N)
+            ],
+            "events": dict(self.events),
+            "meter": self.meter,
+            "protocol_parsed": self.protocol_parsed,
+            "protocol_malformed": self.protocol_malformed,
+            "protocol_warnings": self.protocol_warnings,
+            "alerts": [alert_event(a) for a in self.alerts],
+            "incidents": [incident_event(i) for i in self.incidents],
+        }
+
+
+def _bump(c: Counter[str], key: str, by: int = 1) -> None:
+    if key in c or len(c) < MAX_COUNTER_KEYS:
+        c[key] += by
+
+
+def run_id_for(paths: Sequence[str], config: Config) -> str:
+    """Stable id of an analysis: the same inputs and config give the same id (re-runs replace)."""
+    import msgspec
+
+    h = hashlib.sha1(msgspec.json.encode(config))
+    for p in paths:
+        st = os.stat(p) if os.path.exists(p) else None
+        h.update(f"{os.path.abspath(p)}|{st.st_size if st else -1}|{st.st_mtime_ns if st else -1}"
+                 .encode())
+    return h.hexdigest()[:16]
+
+
+class Pipeline:
+    def __init__(
+        self,
+        config: Config | None = None,
+        sinks: Sequence[Sink] = (),
+        detectors: list[StreamingDetector] | None = None,
+    ) -> None:
+        self.config = config or Config()
+        self.sinks = list(sinks)
+        self.meter = FlowMeter(self.config.meter.to_meter())
+        pc = self.config.protocols
+        self.analyzer = ProtocolAnalyzer(max_flows=pc.max_flows) if pc.enabled else None
+        self.detectors = build_detectors(self.config) if detectors is None else detectors
+        self.correlator = Correlator(self.config.incidents.gap_s)
+        self.summary = Summary()
+        self._dns_ports = np.array(sorted(set(pc.dns_ports)), dtype=np.int64)
+        self._refs: dict[int, FlowRef] = {}
+        self._services: dict[int, str] = {}
+        self._status = np.zeros(len(D.STATUS_NAMES), dtype=np.int64)
+        self._talker_bytes: defaultdict[str, int] = defaultdict(int)
+
+    # -- public ---------------------------------------------------------------------------
+
+    def run(self, paths: Sequence[str], progress: ProgressFn | None = None) -> Summary:
+        for path in paths:
+            self.run_file(path, progress)
+        return self.finish()
+
+    def run_file(self, path: str, progress: ProgressFn | None = None) -> FileReport:
+        rep = FileReport(path=path)
+        self.summary.files.append(rep)
+        try:
+            reader = CaptureReader(path)
+        except CaptureFormatError as exc:
+            rep.error = str(exc)
+            return rep
+        try:
+            for batch in reader:
+                self.process_batch(batch)
+                if progress is not None:
+                    progress(path, reader.progress_bytes, reader.total_bytes, batch.n)
+        except CaptureFormatError as exc:
+            rep.error = str(exc)
+        finally:
+            reader.close()
+            rep.format = reader.format
+            rep.packets = reader.counters.packets
+            rep.warnings = [str(w) for w in reader.warnings]
+            c = reader.counters
+            rep.counters = {
+                "corrupt_records": c.corrupt_records,
+                "truncated_records": c.truncated_records,
+                "skipped_bytes": c.skipped_bytes,
+                "skipped_blocks": c.skipped_blocks,
+                **{f"warnings.{k}": v for k, v in c.warnings_by_kind.items()},
+            }
+            self.summary.bytes += c.bytes_on_wire
+        return rep
+
+    def process_batch(self, batch: PacketBatch) -> None:
+        s = self.summary
+        n = batch.n
+        s.packets += n
+        if n == 0:
+            return
+        cols = batch.cols
+        self._status += np.bincount(cols[:, D.C_STATUS], minlength=len(D.STATUS_NAMES))
+        pf, finished = self.meter.process(batch)
+        ip = pf.uid >= 0
+        if ip.any():
+            ts = cols[ip, D.C_TS]
+            lo, hi = int(ts.min()), int(ts.max())
+            s.first_ns = lo if s.first_ns is None else min(s.first_ns, lo)
+            s.last_ns = hi if s.last_ns is None else max(s.last_ns, hi)
+            s.ip_packets += int(ip.sum())
+        if self.analyzer is not None:
+            self._feed_protocols(batch, pf)
+        self._finish_flows(finished)
+
+    def finish(self) -> Summary:
+        """End of input: flush flows, parsers and detectors; correlate; close nothing."""
+        self._finish_flows(self.meter.flush())
+        if self.analyzer is not None:
+            self.analyzer.close()
+            self._write_events(self.analyzer.drain())
+        for det in self.detectors:
+            self._alerts(det.flush())
+        incidents = self.correlator.incidents()
+        self.summary.incidents = incidents
+        self._emit(list(incidents))
+        for sink in self.sinks:
+            sink.flush()
+        s = self.summary
+        s.packet_status = {
+            name: int(v) for name, v in zip(D.STATUS_NAMES, self._status.tolist(), strict=True)
+            if v
+        }
+        mc = self.meter.counters
+        s.meter = {
+            "flows": mc.flows,
+            "peak_active_flows": mc.peak_active_flows,
+            "evicted_flows": mc.evicted,
+            "fragments_unmatched": mc.fragments_unmatched,
+        }
+        s.talkers = Counter(dict(self._talker_bytes))
+        if self.analyzer is not None:
+            s.protocol_parsed = dict(self.analyzer.counters.parsed)
+            s.protocol_malformed = dict(self.analyzer.counters.malformed)
+            s.protocol_warnings = list(self.analyzer.warnings[:20])
+        return s
+
+    # -- stages ---------------------------------------------------------------------------
+
+    def _flow_ref(self, batch: PacketBatch, pf: PacketFlows, i: int) -> FlowRef:
+        uid = int(pf.uid[i])
+        ref = self._refs.get(uid)
+        if ref is not None:
+            return ref
+        c = batch.cols[i]
+        a = batch.addr[i]
+        from_orig = pf.direction[i] == 0
+        s_hi, s_lo, d_hi, d_lo = (int(x) for x in (a if from_orig else a[[2, 3, 0, 1]]))
+        sport, dport = int(c[D.C_SPORT]), int(c[D.C_DPORT])
+        if not from_orig:
+            sport, dport = dport, sport
+        src_b, dst_b = addr_bytes(s_hi, s_lo), addr_bytes(d_hi, d_lo)
+        proto = int(c[D.C_PROTO])
+        import socket
+
+        fam = socket.AF_INET if len(src_b) == 4 else socket.AF_INET6
+        ref = FlowRef(
+            flow_id=int(pf.flow_id[i]),
+            community_id=community_id(
+                src_b, dst_b, proto, sport, dport, self.config.meter.community_id_seed
+            ),
+            src_ip=socket.inet_ntop(fam, src_b),
+            src_port=sport,
+            dest_ip=socket.inet_ntop(fam, dst_b),
+            dest_port=dport,
+            proto=proto_name(proto),
+            vlan=tuple(vlan_list(int(c[D.C_VLAN]))),
+        )
+        self._refs[uid] = ref
+        return ref
+
+    def _feed_protocols(self, batch: PacketBatch, pf: PacketFlows) -> None:
+        assert self.analyzer is not None
+        cols = batch.cols
+        proto = cols[:, D.C_PROTO]
+        ordinal = pf.payload_ordinal
+        dns = np.isin(cols[:, D.C_SPORT], self._dns_ports) | np.isin(
+            cols[:, D.C_DPORT], self._dns_ports
+        )
+        want = (
+            (ordinal >= 0)
+            & ((ordinal < self.config.protocols.max_payload_packets) | dns)
+            & ((proto == 6) | (proto == 17))
+            & (cols[:, D.C_PAYCAP] > 0)
+            & (cols[:, D.C_FRAG] != 2)
+        )
+        idx = np.flatnonzero(want)
+        if idx.shape[0] == 0:
+            return
+        buf = batch.buf
+        sub = cols[idx]
+        for k, i in enumerate(idx.tolist()):
+            c = sub[k]
+            off = int(c[D.C_PAYOFF])
+            seg = Segment(
+                flow_uid=int(pf.uid[i]),
+                ts_ns=int(c[D.C_TS]),
+                from_orig=bool(pf.direction[i] == 0),
+                ip_proto=int(c[D.C_PROTO]),
+                payload=buf[off : off + int(c[D.C_PAYCAP])].tobytes(),
+                tcp_seq=int(c[D.C_SEQ]),
+                tcp_flags=int(c[D.C_FLAGS]),
+                file_offset=int(c[D.C_FILEOFF]),
+            )
+            self.analyzer.feed(self._flow_ref(batch, pf, i), seg)
+
+    def _finish_flows(self, finished: list[FlowBatch]) -> None:
+        if not finished:
+            if self.analyzer is not None:
+                self._write_events(self.analyzer.drain())
+            return
+        if self.analyzer is not None:
+            for fb in finished:
+                for uid in fb.num["uid"].tolist():
+                    if self._refs.pop(uid, None) is not None:
+                        self.analyzer.flow_ended(uid)
+            self._write_events(self.analyzer.drain())
+        for fb in finished:
+            self._account_flows(fb)
+            services = [self._services.pop(f, "") for f in fb.num["flow_id"].tolist()]
+            for name in services:
+                if name:
+                    _bump(self.summary.services, name)
+            for sink in self.sinks:
+                sink.write_flows(fb, services)
+            for det in self.detectors:
+                det.observe(fb)
+        for det in self.detectors:
+            self._alerts(det.poll(None))
+
+    def _account_flows(self, fb: FlowBatch) -> None:
+        s = self.summary
+        s.flows += len(fb)
+        for name, cnt in Counter(fb.proto_names()).items():
+            s.protocols[name] += cnt
+        total = fb.num["bytes_toserver"] + fb.num["bytes_toclient"]
+        # Talkers: bytes sent and received, both endpoints.
+        for ips, b in ((fb.src_ip, total), (fb.dest_ip, total)):
+            for ip, v in zip(ips, b.tolist(), strict=True):
+                if ip in self._talker_bytes or len(self._talker_bytes) < MAX_COUNTER_KEYS:
+                    self._talker_bytes[ip] += v
+
+    def _write_events(self, events: list[DnsEvent | TlsEvent | HttpEvent | SshEvent]) -> None:
+        if not events:
+            return
+        s = self.summary
+        for e in events:
+            svc = SERVICE_OF.get(type(e))
+            if isinstance(e, TlsEvent) and e.transport == "quic":
+                svc = "quic"
+            if svc and e.flow.flow_id not in self._services:
+                self._services[e.flow.flow_id] = svc
+            s.events[type(e).__name__.removesuffix("Event").lower()] += 1
+            if isinstance(e, DnsEvent):
+                _bump(s.dns_names, e.rrname)
+            elif isinstance(e, TlsEvent):
+                if e.sni:
+                    _bump(s.tls_snis, e.sni)
+                if e.ja4:
+                    _bump(s.ja4s, e.ja4)
+            elif isinstance(e, HttpEvent):
+                if e.hostname:
+                    _bump(s.http_hosts, e.hostname)
+            elif isinstance(e, SshEvent):
+                for ep in (e.client, e.server):
+                    if ep is not None:
+                        _bump(s.ssh_software, ep.software_version)
+        self._emit(list(events))
+
+    def _alerts(self, alerts: list[Alert]) -> None:
+        if not alerts:
+            return
+        self.summary.alerts.extend(alerts)
+        self.summary.events["alert"] += len(alerts)
+        self.correlator.add(alerts)
+        self._emit(list(alerts))
+
+    def _emit(self, records: list[Record]) -> None:
+        if records:
+            for sink in self.sinks:
+                sink.write(records)
+
+
+def input_warnings(summary: Summary) -> list[InputWarning | str]:
+    out: list[InputWarning | str] = []
+    for f in summary.files:
+        out.extend(f.warnings)
+    return out

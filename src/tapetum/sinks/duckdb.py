@@ -1,0 +1,357 @@
+"""DuckDB sink: the embedded store behind `tapetum sql`, the CLI and (later) the web UI.
+
+Flows go in as numpy columns (DuckDB scans a dict of arrays directly, no per-row Python);
+records are converted to columns per batch. Each `analyze` run gets a row in `runs`, and every
+table carries its `run_id`, so several captures can share one store.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+
+from tapetum.errors import StoreError
+from tapetum.flows.meter import FlowBatch
+from tapetum.records import Alert, DnsEvent, HttpEvent, Incident, SshEvent, TlsEvent
+from tapetum.sinks.base import Record
+from tapetum.sinks.eve import vlan_list
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id VARCHAR PRIMARY KEY, started_at TIMESTAMP, inputs VARCHAR[], tapetum_version VARCHAR,
+    summary JSON
+);
+CREATE TABLE IF NOT EXISTS flows (
+    run_id VARCHAR, flow_id BIGINT, community_id VARCHAR,
+    start TIMESTAMP_NS, "end" TIMESTAMP_NS, duration_s DOUBLE,
+    src_ip VARCHAR, src_port INTEGER, dest_ip VARCHAR, dest_port INTEGER,
+    proto VARCHAR, ip_proto UTINYINT, ip_version UTINYINT, vlan INTEGER[], service VARCHAR,
+    pkts_toserver BIGINT, pkts_toclient BIGINT, bytes_toserver BIGINT, bytes_toclient BIGINT,
+    ip_bytes_toserver BIGINT, ip_bytes_toclient BIGINT,
+    payload_bytes_toserver BIGINT, payload_bytes_toclient BIGINT,
+    conn_state VARCHAR, history VARCHAR, state VARCHAR, reason VARCHAR,
+    syn_toserver INTEGER, syn_toclient INTEGER, fin_toserver INTEGER, fin_toclient INTEGER,
+    rst_toserver INTEGER, rst_toclient INTEGER, psh_toserver INTEGER, psh_toclient INTEGER,
+    ack_toserver INTEGER, ack_toclient INTEGER,
+    first_sizes INTEGER[], first_directions UTINYINT[], first_iat_ms DOUBLE[]
+);
+CREATE TABLE IF NOT EXISTS dns (
+    run_id VARCHAR, ts TIMESTAMP_NS, flow_id BIGINT, community_id VARCHAR,
+    src_ip VARCHAR, src_port INTEGER, dest_ip VARCHAR, dest_port INTEGER, proto VARCHAR,
+    type VARCHAR, id INTEGER, query VARCHAR, qtype VARCHAR, rcode VARCHAR, rtt_ms DOUBLE,
+    flags VARCHAR[], answers VARCHAR[], answer_types VARCHAR[], ttls BIGINT[]
+);
+CREATE TABLE IF NOT EXISTS tls (
+    run_id VARCHAR, ts TIMESTAMP_NS, flow_id BIGINT, community_id VARCHAR,
+    src_ip VARCHAR, src_port INTEGER, dest_ip VARCHAR, dest_port INTEGER, proto VARCHAR,
+    transport VARCHAR, sni VARCHAR, version VARCHAR, client_versions VARCHAR[],
+    cipher_suite VARCHAR, client_alpns VARCHAR[], server_alpns VARCHAR[],
+    ja3 VARCHAR, ja3_string VARCHAR, ja3s VARCHAR, ja3s_string VARCHAR, ja4 VARCHAR,
+    subject VARCHAR, issuerdn VARCHAR, serial VARCHAR, fingerprint VARCHAR,
+    notbefore VARCHAR, notafter VARCHAR, self_signed BOOLEAN, san VARCHAR[]
+);
+CREATE TABLE IF NOT EXISTS http (
+    run_id VARCHAR, ts TIMESTAMP_NS, flow_id BIGINT, community_id VARCHAR,
+    src_ip VARCHAR, src_port INTEGER, dest_ip VARCHAR, dest_port INTEGER, proto VARCHAR,
+    method VARCHAR, hostname VARCHAR, url VARCHAR, protocol VARCHAR, user_agent VARCHAR,
+    status INTEGER, length BIGINT, content_type VARCHAR, referer VARCHAR,
+    authorization_basic BOOLEAN
+);
+CREATE TABLE IF NOT EXISTS ssh (
+    run_id VARCHAR, ts TIMESTAMP_NS, flow_id BIGINT, community_id VARCHAR,
+    src_ip VARCHAR, src_port INTEGER, dest_ip VARCHAR, dest_port INTEGER, proto VARCHAR,
+    client_proto_version VARCHAR, client_software VARCHAR,
+    server_proto_version VARCHAR, server_software VARCHAR
+);
+CREATE TABLE IF NOT EXISTS alerts (
+    run_id VARCHAR, alert_id VARCHAR, ts TIMESTAMP_NS, signature VARCHAR, signature_id INTEGER,
+    category VARCHAR, severity INTEGER, score DOUBLE, entity VARCHAR, explanation VARCHAR,
+    mitre_technique_id VARCHAR[], mitre_tactic VARCHAR[],
+    src_ip VARCHAR, src_port INTEGER, dest_ip VARCHAR, dest_port INTEGER, proto VARCHAR,
+    flow_id BIGINT, community_id VARCHAR, first_seen TIMESTAMP_NS, last_seen TIMESTAMP_NS,
+    observed JSON, baseline JSON
+);
+CREATE TABLE IF NOT EXISTS incidents (
+    run_id VARCHAR, incident_id VARCHAR, ts TIMESTAMP_NS, first_seen TIMESTAMP_NS,
+    last_seen TIMESTAMP_NS, entity VARCHAR, title VARCHAR, summary VARCHAR, severity INTEGER,
+    confidence DOUBLE, stage VARCHAR, alert_count INTEGER, alert_ids VARCHAR[],
+    signatures VARCHAR[], categories VARCHAR[], mitre_technique_id VARCHAR[],
+    mitre_tactic VARCHAR[], src_ip VARCHAR, dest_ips VARCHAR[]
+);
+"""
+
+TABLES = ("runs", "flows", "dns", "tls", "http", "ssh", "alerts", "incidents")
+
+
+def connect(path: str | Path, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    try:
+        con = duckdb.connect(str(path), read_only=read_only)
+    except (duckdb.Error, OSError) as exc:
+        raise StoreError(f"{path}: cannot open the store: {exc}") from None
+    return con
+
+
+_TS_COLUMNS = frozenset({"ts", "first_seen", "last_seen"})
+
+
+def _ts(ns: int | None) -> Any:
+    return ns
+
+
+def _obj(values: list[Any]) -> np.ndarray:
+    arr = np.empty(len(values), dtype=object)
+    arr[:] = values
+    return arr
+
+
+class DuckDBSink:
+    def __init__(self, path: str | Path, run_id: str) -> None:
+        self.path = str(path)
+        self.run_id = run_id
+        self.con = connect(self.path)
+        self.con.execute(SCHEMA)
+        self._pending: dict[str, list[Record]] = {}
+        self.rows: dict[str, int] = dict.fromkeys(TABLES, 0)
+
+    def begin_run(self, started_at: Any, inputs: list[str], version: str) -> None:
+        self.con.execute(
+            "INSERT INTO runs VALUES (?, ?, ?, ?, NULL)", [self.run_id, started_at, inputs, version]
+        )
+
+    def end_run(self, summary: dict[str, Any]) -> None:
+        self.con.execute(
+            "UPDATE runs SET summary = ? WHERE run_id = ?", [json.dumps(summary), self.run_id]
+        )
+
+    def _insert(self, table: str, cols: dict[str, Any]) -> None:
+        n = len(next(iter(cols.values())))
+        if n == 0:
+            return
+        cols = {"run_id": _obj([self.run_id] * n), **cols}
+        frame: dict[str, np.ndarray] = {}
+        for k, v in cols.items():
+            if isinstance(v, np.ndarray):
+                frame[k] = v
+            elif k in _TS_COLUMNS:
+                # NaT becomes NULL; an object array of datetimes would arrive as integers.
+                nat = np.iinfo(np.int64).min
+                ints = np.array([nat if x is None else x for x in v], dtype=np.int64)
+                frame[k] = ints.view("datetime64[ns]")
+            else:
+                frame[k] = _obj(list(v))
+        names = ", ".join(f'"{k}"' for k in frame)
+        self.con.register("_tapetum_batch", frame)
+        try:
+            self.con.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM _tapetum_batch")
+        finally:
+            self.con.unregister("_tapetum_batch")
+        self.rows[table] += n
+
+    def write_flows(self, flows: FlowBatch, services: list[str]) -> None:
+        n = len(flows)
+        if n == 0:
+            return
+        num = flows.num
+        f = flows.tcp_flags.astype(np.int32)
+        seq_n = flows.seq_n.tolist()
+        sizes = flows.seq_size.tolist()
+        dirs = flows.seq_dir.tolist()
+        iat = (np.diff(flows.seq_ts, axis=1, prepend=flows.seq_ts[:, :1]) / 1e6).tolist()
+        cols: dict[str, Any] = {
+            "flow_id": num["flow_id"],
+            "community_id": _obj(flows.community_id),
+            "start": num["start_ns"].astype("datetime64[ns]"),
+            "end": num["end_ns"].astype("datetime64[ns]"),
+            "duration_s": flows.duration_s,
+            "src_ip": _obj(flows.src_ip),
+            "src_port": num["src_port"],
+            "dest_ip": _obj(flows.dest_ip),
+            "dest_port": num["dest_port"],
+            "proto": _obj(flows.proto_names()),
+            "ip_proto": num["proto"],
+            "ip_version": num["ip_version"],
+            "vlan": _obj([vlan_list(v) or None for v in num["vlan"].tolist()]),
+            "service": _obj([s or None for s in services]),
+            "conn_state": _obj(flows.conn_state),
+            "history": _obj(flows.history),
+            "state": _obj(flows.flow_state()),
+            "reason": _obj(flows.reason_names()),
+            "first_sizes": _obj([sizes[k][: seq_n[k]] for k in range(n)]),
+            "first_directions": _obj([dirs[k][: seq_n[k]] for k in range(n)]),
+            "first_iat_ms": _obj([iat[k][: seq_n[k]] for k in range(n)]),
+        }
+        for name in (
+            "pkts_toserver", "pkts_toclient", "bytes_toserver", "bytes_toclient",
+            "ip_bytes_toserver", "ip_bytes_toclient", "payload_bytes_toserver",
+            "payload_bytes_toclient",
+        ):  # fmt: skip
+            cols[name] = num[name]
+        for b, flag in enumerate(("fin", "syn", "rst", "psh", "ack")):
+            cols[f"{flag}_toserver"] = f[:, b]
+            cols[f"{flag}_toclient"] = f[:, 8 + b]
+        self._insert("flows", cols)
+
+    def write(self, records: list[Record]) -> None:
+        for r in records:
+            self._pending.setdefault(type(r).__name__, []).append(r)
+        if sum(len(v) for v in self._pending.values()) >= 5000:
+            self.flush()
+
+    def flush(self) -> None:
+        pending, self._pending = self._pending, {}
+        for kind, recs in pending.items():
+            if kind == "DnsEvent":
+                self._insert("dns", _dns_cols(recs))  # type: ignore[arg-type]
+            elif kind == "TlsEvent":
+                self._insert("tls", _tls_cols(recs))  # type: ignore[arg-type]
+            elif kind == "HttpEvent":
+                self._insert("http", _http_cols(recs))  # type: ignore[arg-type]
+            elif kind == "SshEvent":
+                self._insert("ssh", _ssh_cols(recs))  # type: ignore[arg-type]
+            elif kind == "Alert":
+                self._insert("alerts", _alert_cols(recs))  # type: ignore[arg-type]
+            elif kind == "Incident":
+                self._insert("incidents", _incident_cols(recs))  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        self.flush()
+        self.con.close()
+
+
+def _flow_cols(recs: list[Any]) -> dict[str, list[Any]]:
+    return {
+        "ts": [_ts(r.ts_ns) for r in recs],
+        "flow_id": [r.flow.flow_id for r in recs],
+        "community_id": [r.flow.community_id for r in recs],
+        "src_ip": [r.flow.src_ip for r in recs],
+        "src_port": [r.flow.src_port for r in recs],
+        "dest_ip": [r.flow.dest_ip for r in recs],
+        "dest_port": [r.flow.dest_port for r in recs],
+        "proto": [r.flow.proto for r in recs],
+    }
+
+
+def _dns_cols(recs: list[DnsEvent]) -> dict[str, list[Any]]:
+    c = _flow_cols(recs)
+    c.update(
+        type=[r.type for r in recs],
+        id=[r.id for r in recs],
+        query=[r.rrname for r in recs],
+        qtype=[r.rrtype for r in recs],
+        rcode=[r.rcode for r in recs],
+        rtt_ms=[r.rtt_ms for r in recs],
+        flags=[list(r.flags) for r in recs],
+        answers=[[a.rdata for a in r.answers] for r in recs],
+        answer_types=[[a.rrtype for a in r.answers] for r in recs],
+        ttls=[[a.ttl for a in r.answers] for r in recs],
+    )
+    return c
+
+
+def _tls_cols(recs: list[TlsEvent]) -> dict[str, list[Any]]:
+    c = _flow_cols(recs)
+    c.update(
+        transport=[r.transport for r in recs],
+        sni=[r.sni for r in recs],
+        version=[r.version for r in recs],
+        client_versions=[list(r.client_versions) for r in recs],
+        cipher_suite=[r.cipher_suite for r in recs],
+        client_alpns=[list(r.client_alpns) for r in recs],
+        server_alpns=[list(r.server_alpns) for r in recs],
+        ja3=[r.ja3_hash for r in recs],
+        ja3_string=[r.ja3_string for r in recs],
+        ja3s=[r.ja3s_hash for r in recs],
+        ja3s_string=[r.ja3s_string for r in recs],
+        ja4=[r.ja4 for r in recs],
+        subject=[r.subject for r in recs],
+        issuerdn=[r.issuerdn for r in recs],
+        serial=[r.serial for r in recs],
+        fingerprint=[r.fingerprint for r in recs],
+        notbefore=[r.notbefore for r in recs],
+        notafter=[r.notafter for r in recs],
+        self_signed=[r.self_signed for r in recs],
+        san=[list(r.san) for r in recs],
+    )
+    return c
+
+
+def _http_cols(recs: list[HttpEvent]) -> dict[str, list[Any]]:
+    c = _flow_cols(recs)
+    c.update(
+        method=[r.http_method for r in recs],
+        hostname=[r.hostname for r in recs],
+        url=[r.url for r in recs],
+        protocol=[r.protocol for r in recs],
+        user_agent=[r.http_user_agent for r in recs],
+        status=[r.status for r in recs],
+        length=[r.length for r in recs],
+        content_type=[r.http_content_type for r in recs],
+        referer=[r.http_refer for r in recs],
+        authorization_basic=[r.authorization_basic for r in recs],
+    )
+    return c
+
+
+def _ssh_cols(recs: list[SshEvent]) -> dict[str, list[Any]]:
+    c = _flow_cols(recs)
+    c.update(
+        client_proto_version=[r.client.proto_version if r.client else None for r in recs],
+        client_software=[r.client.software_version if r.client else None for r in recs],
+        server_proto_version=[r.server.proto_version if r.server else None for r in recs],
+        server_software=[r.server.software_version if r.server else None for r in recs],
+    )
+    return c
+
+
+def _alert_cols(recs: list[Alert]) -> dict[str, list[Any]]:
+    return {
+        "alert_id": [r.alert_id for r in recs],
+        "ts": [_ts(r.ts_ns) for r in recs],
+        "signature": [r.signature for r in recs],
+        "signature_id": [r.signature_id for r in recs],
+        "category": [r.category for r in recs],
+        "severity": [r.severity for r in recs],
+        "score": [r.score for r in recs],
+        "entity": [r.entity for r in recs],
+        "explanation": [r.explanation for r in recs],
+        "mitre_technique_id": [list(r.mitre_technique_id) for r in recs],
+        "mitre_tactic": [list(r.mitre_tactic) for r in recs],
+        "src_ip": [r.src_ip for r in recs],
+        "src_port": [r.src_port for r in recs],
+        "dest_ip": [r.dest_ip for r in recs],
+        "dest_port": [r.dest_port for r in recs],
+        "proto": [r.proto for r in recs],
+        "flow_id": [r.flow_id for r in recs],
+        "community_id": [r.community_id for r in recs],
+        "first_seen": [_ts(r.first_ts_ns) for r in recs],
+        "last_seen": [_ts(r.last_ts_ns) for r in recs],
+        "observed": [json.dumps(r.observed) for r in recs],
+        "baseline": [json.dumps(r.baseline) for r in recs],
+    }
+
+
+def _incident_cols(recs: list[Incident]) -> dict[str, list[Any]]:
+    return {
+        "incident_id": [r.incident_id for r in recs],
+        "ts": [_ts(r.ts_ns) for r in recs],
+        "first_seen": [_ts(r.first_ts_ns) for r in recs],
+        "last_seen": [_ts(r.last_ts_ns) for r in recs],
+        "entity": [r.entity for r in recs],
+        "title": [r.title for r in recs],
+        "summary": [r.summary for r in recs],
+        "severity": [r.severity for r in recs],
+        "confidence": [r.confidence for r in recs],
+        "stage": [r.stage for r in recs],
+        "alert_count": [r.alert_count for r in recs],
+        "alert_ids": [list(r.alert_ids) for r in recs],
+        "signatures": [list(r.signatures) for r in recs],
+        "categories": [list(r.categories) for r in recs],
+        "mitre_technique_id": [list(r.mitre_technique_id) for r in recs],
+        "mitre_tactic": [list(r.mitre_tactic) for r in recs],
+        "src_ip": [r.src_ip for r in recs],
+        "dest_ips": [list(r.dest_ips) for r in recs],
+    }
