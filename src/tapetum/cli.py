@@ -20,7 +20,6 @@ from rich.console import Console
 from rich.progress import (
     BarColumn,
     DownloadColumn,
-    MofNCompleteColumn,
     Progress,
     TextColumn,
     TimeRemainingColumn,
@@ -96,11 +95,11 @@ def analyze(
     """Analyse capture files (pcap, pcapng, optionally .gz) and print explained incidents."""
     from tapetum.config import load_config
     from tapetum.pipeline import Pipeline, run_id_for
+    from tapetum.registry import SINKS
     from tapetum.sinks.base import Sink
     from tapetum.sinks.duckdb import DuckDBSink
-    from tapetum.sinks.jsonl import JsonlSink
 
-    err = Console(stderr=True)
+    err = Console(stderr=True, soft_wrap=True, highlight=False)
     paths = [str(p) for p in captures]
     if demo:
         paths.insert(0, str(demo_capture()))
@@ -116,15 +115,15 @@ def analyze(
     db: DuckDBSink | None = None
     try:
         if not no_store:
-            db = DuckDBSink(store, run_id)
+            made = SINKS["duckdb"](store, config, run_id=run_id)
+            assert isinstance(made, DuckDBSink)
+            db = made
             _replace_run(db, run_id)
             db.begin_run(dt.datetime.now(dt.UTC).replace(tzinfo=None), paths, __version__)
             sinks.append(db)
         if jsonl_path is not None:
             out = sys.stdout.buffer if str(jsonl_path) == "-" else jsonl_path
-            sinks.append(
-                JsonlSink(out, flow_sequences=config.output.flow_sequences_in_json)
-            )
+            sinks.append(SINKS["jsonl"](out, config, run_id=run_id))
     except StoreError as exc:
         err.print(f"[red]error:[/red] {exc}")
         sys.exit(EXIT_STORE)
@@ -207,7 +206,8 @@ def _print_summary(con: Console, s: Any, store: Path | None) -> None:
     odd = {k: v for k, v in s.packet_status.items() if k != "ok"}
     if odd:
         con.print(
-            "[bold]Not flows[/bold] " + ", ".join(f"{k.replace('_', ' ')}: {v:,}" for k, v in odd.items())
+            "[bold]Not flows[/bold] "
+            + ", ".join(f"{k.replace('_', ' ')}: {v:,}" for k, v in odd.items())
         )
     if s.protocols:
         con.print(
@@ -218,13 +218,9 @@ def _print_summary(con: Console, s: Any, store: Path | None) -> None:
         con.print(
             "[bold]Services[/bold]  " + ", ".join(f"{k} {v:,}" for k, v in s.services.most_common())
         )
-    t = Table(title="Top talkers (bytes sent + received)", title_justify="left", box=None)
-    t.add_column("host")
-    t.add_column("bytes", justify="right")
-    for ip, b in s.talkers.most_common(5):
-        t.add_row(ip, _human_bytes(b))
     if s.talkers:
-        con.print(t)
+        top = ", ".join(f"{ip} ({_human_bytes(b)})" for ip, b in s.talkers.most_common(5))
+        con.print(f"[bold]Top talkers[/bold] (bytes sent + received): {top}")
     for title, counter in (
         ("DNS names", s.dns_names),
         ("TLS server names", s.tls_snis),
@@ -238,7 +234,9 @@ def _print_summary(con: Console, s: Any, store: Path | None) -> None:
             con.print(f"[bold]{title}[/bold]: {top}{more}")
     mal = {k: v for k, v in s.protocol_malformed.items() if v}
     if mal:
-        con.print("[bold]Malformed payloads[/bold]: " + ", ".join(f"{k} {v}" for k, v in mal.items()))
+        con.print(
+            "[bold]Malformed payloads[/bold]: " + ", ".join(f"{k} {v}" for k, v in mal.items())
+        )
     for f in s.files:
         skipped = {k: v for k, v in f.counters.items() if v and not k.startswith("warnings.")}
         if skipped:
@@ -262,8 +260,10 @@ def _print_summary(con: Console, s: Any, store: Path | None) -> None:
         if len(alerts) > 5:
             con.print(f"    • … {len(alerts) - 5} more alerts")
     if store is not None:
-        con.print(f"\n[dim]Stored in {store}; query with: tapetum sql --store {store} "
-                  f"\"SELECT * FROM incidents\"[/dim]")
+        con.print(
+            f"\n[dim]Stored in {store}; query with: tapetum sql --store {store} "
+            f'"SELECT * FROM incidents"[/dim]'
+        )
 
 
 @main.command()
@@ -288,7 +288,7 @@ def sql(query: str, store: Path, fmt: str, limit: int) -> None:
     incidents)."""
     from tapetum.store.query import run_query
 
-    err = Console(stderr=True)
+    err = Console(stderr=True, soft_wrap=True, highlight=False)
     if not store.exists():
         err.print(f"[red]error:[/red] {store}: no such store; run `tapetum analyze` first")
         sys.exit(EXIT_STORE)
@@ -298,7 +298,9 @@ def sql(query: str, store: Path, fmt: str, limit: int) -> None:
         err.print(f"[red]error:[/red] {exc}")
         sys.exit(EXIT_STORE)
     if fmt == "json":
-        click.echo(json.dumps([dict(zip(names, r, strict=True)) for r in rows], default=str, indent=1))
+        click.echo(
+            json.dumps([dict(zip(names, r, strict=True)) for r in rows], default=str, indent=1)
+        )
     elif fmt == "csv":
         buf = io.StringIO()
         w = csv.writer(buf)
@@ -318,5 +320,5 @@ def run() -> None:
     try:
         main()
     except TapetumError as exc:
-        Console(stderr=True).print(f"[red]error:[/red] {exc}")
+        Console(stderr=True, soft_wrap=True, highlight=False).print(f"[red]error:[/red] {exc}")
         sys.exit(2)

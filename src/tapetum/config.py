@@ -63,6 +63,8 @@ class ScanSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     vertical_ports: int = 25
     #: Distinct hosts probed on one port that make a horizontal scan.
     horizontal_hosts: int = 25
+    #: Distinct hosts sent ICMP echo requests that make a ping sweep.
+    sweep_hosts: int = 10
     #: Count only probes that failed or carried no data (S0, REJ, RSTO/RSTOS0, OTH, SH …).
     failed_only: bool = True
 

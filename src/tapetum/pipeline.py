@@ -23,7 +23,7 @@ import numpy as np
 from tapetum.alerts.correlate import Correlator
 from tapetum.config import Config
 from tapetum.detectors.base import StreamingDetector
-from tapetum.errors import CaptureFormatError, InputWarning
+from tapetum.errors import CaptureFormatError
 from tapetum.flows.key import addr_bytes, community_id, proto_name
 from tapetum.flows.meter import FlowBatch, FlowMeter, PacketFlows
 from tapetum.protocols.analyzer import ProtocolAnalyzer
@@ -37,11 +37,11 @@ from tapetum.records import (
     SshEvent,
     TlsEvent,
 )
-from tapetum.registry import build_detectors
+from tapetum.registry import build_detectors, open_source
 from tapetum.sinks.base import Record, Sink
 from tapetum.sinks.eve import vlan_list
 from tapetum.sources import decode as D
-from tapetum.sources.pcap import CaptureReader, PacketBatch
+from tapetum.sources.pcap import PacketBatch
 
 #: Zeek's service names for the analyzers' event types.
 SERVICE_OF = {DnsEvent: "dns", TlsEvent: "ssl", HttpEvent: "http", SshEvent: "ssh"}
@@ -121,15 +121,11 @@ class Summary:
             "packet_status": self.packet_status,
             "protocols": dict(self.protocols.most_common()),
             "services": dict(self.services.most_common()),
-            "top_talkers": [
-                {"ip": ip, "bytes": b} for ip, b in self.talkers.most_common(TOP_N)
-            ],
+            "top_talkers": [{"ip": ip, "bytes": b} for ip, b in self.talkers.most_common(TOP_N)],
             "dns_names": [{"name": k, "count": v} for k, v in self.dns_names.most_common(TOP_N)],
             "tls_snis": [{"sni": k, "count": v} for k, v in self.tls_snis.most_common(TOP_N)],
             "ja4": [{"ja4": k, "count": v} for k, v in self.ja4s.most_common(TOP_N)],
-            "http_hosts": [
-                {"host": k, "count": v} for k, v in self.http_hosts.most_common(TOP_N)
-            ],
+            "http_hosts": [{"host": k, "count": v} for k, v in self.http_hosts.most_common(TOP_N)],
             "ssh_software": [
                 {"software": k, "count": v} for k, v in self.ssh_software.most_common(TOP_N)
             ],
@@ -155,8 +151,8 @@ def run_id_for(paths: Sequence[str], config: Config) -> str:
     h = hashlib.sha1(msgspec.json.encode(config))
     for p in paths:
         st = os.stat(p) if os.path.exists(p) else None
-        h.update(f"{os.path.abspath(p)}|{st.st_size if st else -1}|{st.st_mtime_ns if st else -1}"
-                 .encode())
+        size, mtime = (st.st_size, st.st_mtime_ns) if st else (-1, -1)
+        h.update(f"{os.path.abspath(p)}|{size}|{mtime}".encode())
     return h.hexdigest()[:16]
 
 
@@ -192,7 +188,7 @@ class Pipeline:
         rep = FileReport(path=path)
         self.summary.files.append(rep)
         try:
-            reader = CaptureReader(path)
+            reader = open_source(path)
         except CaptureFormatError as exc:
             rep.error = str(exc)
             return rep
@@ -254,8 +250,7 @@ class Pipeline:
             sink.flush()
         s = self.summary
         s.packet_status = {
-            name: int(v) for name, v in zip(D.STATUS_NAMES, self._status.tolist(), strict=True)
-            if v
+            name: int(v) for name, v in zip(D.STATUS_NAMES, self._status.tolist(), strict=True) if v
         }
         mc = self.meter.counters
         s.meter = {
@@ -415,10 +410,3 @@ class Pipeline:
         if records:
             for sink in self.sinks:
                 sink.write(records)
-
-
-def input_warnings(summary: Summary) -> list[InputWarning | str]:
-    out: list[InputWarning | str] = []
-    for f in summary.files:
-        out.extend(f.warnings)
-    return out

@@ -6,9 +6,14 @@ A new component is one module, one line below, one test file.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
 
 from tapetum.config import Config
 from tapetum.detectors.base import StreamingDetector
+from tapetum.errors import CaptureFormatError
+from tapetum.sinks.base import Sink
+from tapetum.sources.base import Source
 
 
 def _scan(cfg: Config) -> StreamingDetector:
@@ -30,5 +35,59 @@ def build_detectors(cfg: Config, names: list[str] | None = None) -> list[Streami
     if unknown:
         from tapetum.errors import ConfigError
 
-        raise ConfigError(f"unknown detector(s): {', '.join(unknown)}; known: {', '.join(DETECTORS)}")
+        raise ConfigError(
+            f"unknown detector(s): {', '.join(unknown)}; known: {', '.join(DETECTORS)}"
+        )
     return [DETECTORS[n](cfg) for n in chosen]
+
+
+def _pcap_probe(head: bytes) -> bool:
+    magics = (b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4", b"\x4d\x3c\xb2\xa1",
+              b"\xa1\xb2\x3c\x4d", b"\x0a\x0d\x0d\x0a", b"\x1f\x8b")  # fmt: skip
+    return head[:4] in magics or head[:2] == b"\x1f\x8b"
+
+
+def _pcap_open(path: str) -> Source:
+    from tapetum.sources.pcap import CaptureReader
+
+    return CaptureReader(path)
+
+
+#: Source name -> (probe on the file's first bytes, opener). The first probe that matches wins.
+SOURCES: dict[str, tuple[Callable[[bytes], bool], Callable[[str], Source]]] = {
+    "pcap": (_pcap_probe, _pcap_open),
+}
+
+
+def open_source(path: str) -> Source:
+    """Open an input by its content (not its name)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+    except OSError as exc:
+        raise CaptureFormatError(path, None, exc.strerror or str(exc)) from None
+    for probe, opener in SOURCES.values():
+        if probe(head):
+            return opener(path)
+    # No probe matched: let the capture reader name the problem precisely (empty, bad magic …).
+    return _pcap_open(path)
+
+
+def _jsonl_sink(target: str | Path | IO[bytes], config: Config, **_: Any) -> Sink:
+    from tapetum.sinks.jsonl import JsonlSink
+
+    return JsonlSink(target, flow_sequences=config.output.flow_sequences_in_json)
+
+
+def _duckdb_sink(target: str | Path | IO[bytes], config: Config, **kw: Any) -> Sink:
+    from tapetum.sinks.duckdb import DuckDBSink
+
+    assert not hasattr(target, "write"), "the DuckDB sink needs a file path"
+    return DuckDBSink(str(target), kw["run_id"])
+
+
+#: Sink name -> factory(target, config, run_id=…).
+SINKS: dict[str, Callable[..., Sink]] = {
+    "jsonl": _jsonl_sink,
+    "duckdb": _duckdb_sink,
+}

@@ -31,6 +31,13 @@ STAGES = (
 )
 
 
+#: How incident titles name detectors; a detector not listed shows its signature.
+TITLES = {
+    "scan.vertical": "vertical port scan",
+    "scan.horizontal": "horizontal scan",
+}
+
+
 def _stage(tactics: set[str]) -> str:
     ranked = [t for t in STAGES if t in tactics]
     return ranked[-1] if ranked else "unknown"
@@ -84,7 +91,7 @@ def _incident(entity: str, alerts: list[Alert]) -> Incident:
     strongest = max(alerts, key=lambda a: (a.score, -a.severity))
     n = len(alerts)
     title = f"{stage.replace('-', ' ').capitalize()} by {entity}: " + ", ".join(
-        s.replace(".", " ") for s in sigs
+        TITLES.get(s, s) for s in sigs
     )
     more = "" if n == 1 else f" ({n} alerts; strongest shown)"
     summary = f"{strongest.explanation}{more}"

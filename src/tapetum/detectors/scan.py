@@ -61,8 +61,18 @@ class ScanDetector:
 
     # -- contract on feature rows ------------------------------------------------------------
 
+    def features(self, flows: FlowBatch) -> ScanRows:
+        """Scan rows of these flows taken as one window."""
+        return aggregate(ProbeColumns.from_flows(flows, self.config.failed_only))
+
+    def entities(self, rows: ScanRows) -> list[str]:
+        """The entity (source address) each row is about."""
+        return [addr_text(int(h), int(lo)) for h, lo in zip(rows.src_hi, rows.src_lo, strict=True)]
+
     def _thresholds(self, rows: ScanRows) -> np.ndarray:
-        return np.where(rows.kind == 0, self.config.vertical_ports, self.config.horizontal_hosts)
+        icmp = (rows.proto == 1) | (rows.proto == 58)
+        horizontal = np.where(icmp, self.config.sweep_hosts, self.config.horizontal_hosts)
+        return np.where(rows.kind == 0, self.config.vertical_ports, horizontal)
 
     def _baseline(self, rows: ScanRows) -> np.ndarray:
         out = np.zeros(len(rows), dtype=np.float64)
@@ -88,7 +98,9 @@ class ScanDetector:
             kind = int(rows.kind[k])
             b[kind] = max(b[kind], int(rows.distinct_targets[k]))
 
-    def explain(self, rows: ScanRows, idx: np.ndarray, probes: ProbeColumns | None = None) -> list[str]:
+    def explain(
+        self, rows: ScanRows, idx: np.ndarray, probes: ProbeColumns | None = None
+    ) -> list[str]:
         base = self._baseline(rows)
         out = []
         for k in idx.tolist():
@@ -112,12 +124,12 @@ class ScanDetector:
                         (int(rows.dst_hi[k]), int(rows.dst_lo[k])),
                     )
                     shown = ", ".join(str(p) for p in ports[:10])
-                    extra += f" (open: {shown}{' …' if len(ports) > 10 else ''})"
+                    extra += f": open {shown}{' …' if len(ports) > 10 else ''}"
                 unit = "ports"
             else:
                 port = int(rows.dport[k])
                 if proto == "ICMP" or proto == "IPv6-ICMP":
-                    what = f"{src} swept {n:,} hosts with {proto} echo requests in {dur}"
+                    what = f"{src} sent {proto} echo requests to {n:,} hosts in {dur}"
                 else:
                     what = f"{src} probed port {port}/{proto.lower()} on {n:,} hosts in {dur}"
                 extra = f"{answered:,} answered"
@@ -136,6 +148,7 @@ class ScanDetector:
                 "window_s": self.config.window_s,
                 "vertical_ports": self.config.vertical_ports,
                 "horizontal_hosts": self.config.horizontal_hosts,
+                "sweep_hosts": self.config.sweep_hosts,
             },
             "baseline": self.baseline_,
         }
@@ -206,7 +219,7 @@ class ScanDetector:
         else:
             technique = ("T1595.002",) if vertical else ("T1595.001",)
             tactic = ("reconnaissance",)
-        threshold = self.config.vertical_ports if vertical else self.config.horizontal_hosts
+        threshold = int(self._thresholds(_take_rows(rows, np.array([k])))[0])
         severity = 2 if n >= 10 * threshold else 3
         key = f"{sig}|{src}|{dst if vertical else f'{proto}/{port}'}|{window}"
         dur = (int(rows.last_ns[k]) - int(rows.first_ns[k])) / 1e9

@@ -23,7 +23,9 @@ def probe_mask(fb: FlowBatch) -> np.ndarray:
     unanswered = num["pkts_toclient"] == 0
     # UDP probes may carry a small payload (nmap's service probes) but get no answer.
     udp = (proto == 17) & unanswered & (num["payload_bytes_toserver"] <= 512)
-    icmp = ((proto == 1) | (proto == 58)) & unanswered
+    # An echo request is a probe whether answered or not: a sweep is about who is alive.
+    echo = ((proto == 1) & (num["src_port"] == 8)) | ((proto == 58) & (num["src_port"] == 128))
+    icmp = ((proto == 1) | (proto == 58)) & (unanswered | echo)
     return np.asarray(tcp | udp | icmp)
 
 
@@ -170,9 +172,7 @@ def aggregate(p: ProbeColumns) -> ScanRows:
                 last_ns=last_ns,
             )
         )
-    return ScanRows(
-        *(np.concatenate([getattr(r, f) for r in parts]) for f in ScanRows.__slots__)
-    )
+    return ScanRows(*(np.concatenate([getattr(r, f) for r in parts]) for f in ScanRows.__slots__))
 
 
 def answered_ports(p: ProbeColumns, src: tuple[int, int], dst: tuple[int, int]) -> list[int]:

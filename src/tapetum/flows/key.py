@@ -81,9 +81,7 @@ def addr_text_array(hi: np.ndarray, lo: np.ndarray, cache: dict[tuple[int, int],
     return out
 
 
-def community_id(
-    src: bytes, dst: bytes, proto: int, sport: int, dport: int, seed: int = 0
-) -> str:
+def community_id(src: bytes, dst: bytes, proto: int, sport: int, dport: int, seed: int = 0) -> str:
     """Community ID v1 of a flow given packed addresses and ports (ICMP: type, code)."""
     one_way = False
     if proto in (1, 58):

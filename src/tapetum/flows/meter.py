@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -37,6 +38,41 @@ class MeterConfig:
     #: Hard cap on concurrent flows; beyond it the least recently active flows are evicted.
     max_flows: int = 4_000_000
     seed: int = 0
+    #: ICMP flows are keyed by ICMP type and its counterpart (echo request/reply share a flow, as
+    #: in Community ID); False keys them by the two addresses only (NFStream).
+    icmp_type_in_key: bool = True
+    #: IP fragments after the first join their flow (by fragment id); False leaves them out of
+    #: every flow, counted in `MeterCounters.skipped_packets` (NFStream).
+    meter_later_fragments: bool = True
+    #: A TCP connection closed by FIN from both sides or RST ends after `tcp_closed_s`, and a new
+    #: SYN on its 5-tuple starts a new flow; False ignores FIN/RST for expiry (NFStream).
+    tcp_close_ends_flow: bool = True
+    #: Timeouts compare millisecond-truncated times and fire at the limit (NFStream) instead of
+    #: nanosecond times past the limit.
+    timeouts_in_ms: bool = False
+
+    @classmethod
+    def nfstream(cls, **overrides: Any) -> MeterConfig:
+        """NFStream's flow semantics (NFStreamer defaults): 120 s idle and 1800 s active timeouts
+        for every protocol, FIN/RST ignored, ICMP keyed by addresses, later fragments dropped.
+
+        Pair it with `CaptureReader(path, tunnels=TUNNELS_ALL)` (NFStream's decode_tunnels=True
+        and its unconditional IP-in-IP decapsulation). See docs/flow-accuracy.md.
+        """
+        base: dict[str, Any] = dict(
+            tcp_idle_s=120.0,
+            tcp_closed_s=120.0,
+            udp_idle_s=120.0,
+            icmp_idle_s=120.0,
+            other_idle_s=120.0,
+            active_s=1800.0,
+            icmp_type_in_key=False,
+            meter_later_fragments=False,
+            tcp_close_ends_flow=False,
+            timeouts_in_ms=True,
+        )
+        base.update(overrides)
+        return cls(**base)
 
     def params(self) -> np.ndarray:
         p = np.zeros(T.N_PARAMS, dtype=np.int64)
@@ -48,6 +84,16 @@ class MeterConfig:
         p[T.P_ACTIVE] = int(self.active_s * NS)
         p[T.P_SWEEP] = max(1, int(self.sweep_s * NS))
         p[T.P_SEED] = self.seed
+        flags = 0
+        if not self.icmp_type_in_key:
+            flags |= T.F_ICMP_HOSTS_ONLY
+        if not self.meter_later_fragments:
+            flags |= T.F_SKIP_LATER_FRAGMENTS
+        if not self.tcp_close_ends_flow:
+            flags |= T.F_TCP_NO_CLOSE
+        if self.timeouts_in_ms:
+            flags |= T.F_TIMEOUT_MS
+        p[T.P_FLAGS] = flags
         return p
 
 
@@ -60,6 +106,7 @@ FLOW_INT_COLUMNS = (
     "ip_version",
     "proto",
     "vlan",
+    "tunnel",
     "src_port",
     "dest_port",
     "pkts_toserver",
@@ -103,7 +150,7 @@ class FlowBatch:
 
     @property
     def duration_s(self) -> np.ndarray:
-        return (self.num["end_ns"] - self.num["start_ns"]) / 1e9
+        return np.asarray((self.num["end_ns"] - self.num["start_ns"]) / 1e9)
 
     def proto_names(self) -> list[str]:
         return [proto_name(p) for p in self.num["proto"].tolist()]
@@ -116,7 +163,9 @@ class FlowBatch:
         """Suricata's flow.state: new, established or closed."""
         out = []
         for proto, st, cs in zip(
-            self.num["proto"].tolist(), self.num["state_bits"].tolist(), self.conn_state,
+            self.num["proto"].tolist(),
+            self.num["state_bits"].tolist(),
+            self.conn_state,
             strict=True,
         ):
             if proto == 6:
@@ -251,6 +300,8 @@ class MeterCounters:
     fragments_unmatched: int = 0
     peak_active_flows: int = 0
     grows: int = 0
+    #: Packets left out of every flow by configuration (`meter_later_fragments=False`).
+    skipped_packets: int = 0
 
 
 class FlowMeter:
@@ -293,11 +344,10 @@ class FlowMeter:
         old_exp = self.exp[: self.meta[T.M_EXP_N]].copy()
         new_cap = min(self.config.max_flows, old_cap * 2)
         self._alloc(new_cap)
-        for dst, src in zip(
-            (self.pk, self.pi, self.flags, self.hist, self.seq_size, self.seq_dir, self.seq_ts),
-            old,
-            strict=True,
-        ):
+        new: tuple[np.ndarray, ...] = (
+            self.pk, self.pi, self.flags, self.hist, self.seq_size, self.seq_dir, self.seq_ts,
+        )  # fmt: skip
+        for dst, src in zip(new, old, strict=True):
             dst[:old_cap] = src
         # Free stack: the new slots (lowest on top), then whatever was free before.
         new_slots = np.arange(new_cap - 1, old_cap - 1, -1, dtype=np.int64)
@@ -327,8 +377,9 @@ class FlowMeter:
                 self.seq_size, self.seq_dir, self.seq_ts, self.free, self.meta, self.exp,
                 self.params, self.frag, out_uid, out_dir, out_payord, out_fid,
             )  # fmt: skip
-            self.counters.peak_active_flows = max(self.counters.peak_active_flows,
-                                                  self.active_flows)
+            self.counters.peak_active_flows = max(
+                self.counters.peak_active_flows, self.active_flows
+            )
             if status == T.K_DONE:
                 break
             # No free slot: harvest exports; grow while under the cap, else evict the oldest.
@@ -348,6 +399,7 @@ class FlowMeter:
             finished.append(fb)
         self.counters.evicted = int(self.meta[T.M_EVICTED])
         self.counters.fragments_unmatched = int(self.meta[T.M_FRAG_MISS])
+        self.counters.skipped_packets = int(self.meta[T.M_SKIPPED])
         return PacketFlows(out_uid, out_fid, out_dir, out_payord), finished
 
     def expire(self, now_ns: int) -> list[FlowBatch]:
@@ -393,7 +445,8 @@ class FlowMeter:
             "end_ns": pi[:, T.PI_LAST],
             "ip_version": pi[:, T.PI_IPVER],
             "proto": proto,
-            "vlan": pi[:, T.PI_VLAN],
+            "vlan": pi[:, T.PI_VLAN] & T.VLAN_MASK,
+            "tunnel": pi[:, T.PI_VLAN] >> T.VLAN_BITS,
             "src_port": sport,
             "dest_port": dport,
             "pkts_toserver": pi[:, T.PI_PKTS],

@@ -28,6 +28,7 @@ from tapetum.sources.decode import (
     C_SPORT,
     C_STATUS,
     C_TS,
+    C_TUNNEL,
     C_VLAN,
     C_WIRELEN,
     S_OK,
@@ -89,8 +90,15 @@ R_TCP_CLOSED = 3
 R_TCP_REUSE = 4
 R_EVICTED = 5
 R_END = 6
-REASON_NAMES = ("active", "timeout", "active_timeout", "tcp_closed", "tcp_reuse", "evicted",
-                "shutdown")
+REASON_NAMES = (
+    "active",
+    "timeout",
+    "active_timeout",
+    "tcp_closed",
+    "tcp_reuse",
+    "evicted",
+    "shutdown",
+)
 
 # Scalars in the int64 `meta` array.
 M_FREE_TOP = 0
@@ -102,7 +110,7 @@ M_EVICTED = 5
 M_HIGH = 6
 M_FRAG_MISS = 7
 M_NOW = 8
-M_SKIPPED = 9
+M_SKIPPED = 9  # packets left out by configuration (F_SKIP_LATER_FRAGMENTS)
 N_META = 10
 
 # Parameters in the int64 `params` array (all times in ns).
@@ -114,7 +122,18 @@ P_OTHER_IDLE = 4
 P_ACTIVE = 5  # 0 disables the active timeout
 P_SWEEP = 6
 P_SEED = 7
-N_PARAMS = 8
+P_FLAGS = 8  # F_* bits
+N_PARAMS = 9
+
+# Behaviour bits (P_FLAGS); all clear is Tapetum's (Zeek-like) behaviour.
+F_ICMP_HOSTS_ONLY = 1  # ICMP flows keyed by addresses only, not by type/counterpart type
+F_SKIP_LATER_FRAGMENTS = 2  # IP fragments after the first are not metered (counted in M_SKIPPED)
+F_TCP_NO_CLOSE = 4  # FIN/RST do not end a TCP flow: no closed timeout, no split on a new SYN
+F_TIMEOUT_MS = 8  # timeouts compare times truncated to ms and expire at >= the limit
+
+# The VLAN key field holds VLAN ids in its low 24 bits and the tunnel id above them.
+VLAN_BITS = 24
+VLAN_MASK = (1 << VLAN_BITS) - 1
 
 # Kernel status.
 K_DONE = 0
@@ -163,7 +182,7 @@ def _key_hash(
     h = _mix(h ^ b_lo)
     tail = (np.uint64(pa) << np.uint64(48)) | (np.uint64(pb) << np.uint64(32))
     tail |= (np.uint64(proto) << np.uint64(24)) | np.uint64(vlan & 0xFFFFFF)
-    return _mix(h ^ tail)
+    return _mix(h ^ tail ^ (np.uint64(vlan >> 24) << np.uint64(56)))
 
 
 @njit(cache=True, inline="always")
@@ -221,24 +240,33 @@ def _icmp_counterpart(proto: int, t: int) -> int:
 @njit(cache=True)
 def _idle_limit(pi: np.ndarray, s: int, params: np.ndarray) -> int:
     proto = pi[s, PI_PROTO]
-    if proto == 6:
+    if proto == 6 and (params[P_FLAGS] & F_TCP_NO_CLOSE) == 0:
         st = pi[s, PI_STATE]
         closed = (st & (ST_ORIG_RST | ST_RESP_RST)) != 0 or (
             (st & ST_ORIG_FIN) != 0 and (st & ST_RESP_FIN) != 0
         )
-        return params[P_TCP_CLOSED] if closed else params[P_TCP_IDLE]
+        return int(params[P_TCP_CLOSED] if closed else params[P_TCP_IDLE])
     if proto == 17:
-        return params[P_UDP_IDLE]
+        return int(params[P_UDP_IDLE])
     if proto == 1 or proto == 58:
-        return params[P_ICMP_IDLE]
-    return params[P_OTHER_IDLE]
+        return int(params[P_ICMP_IDLE])
+    return int(params[P_OTHER_IDLE])
 
 
 @njit(cache=True)
 def _expired(pi: np.ndarray, s: int, now: int, params: np.ndarray) -> int:
     """The end reason if flow s has expired at time `now`, else R_ACTIVE."""
+    if (params[P_FLAGS] & F_TIMEOUT_MS) != 0:
+        # Millisecond clock, limits inclusive (NFStream's flow_expiration_handler).
+        now_ms = now // 1_000_000
+        if now_ms - pi[s, PI_LAST] // 1_000_000 >= _idle_limit(pi, s, params) // 1_000_000:
+            return R_IDLE
+        act = params[P_ACTIVE]
+        if act > 0 and now_ms - pi[s, PI_FIRST] // 1_000_000 >= act // 1_000_000:
+            return R_ACTIVE_TIMEOUT
+        return R_ACTIVE
     if now - pi[s, PI_LAST] > _idle_limit(pi, s, params):
-        if pi[s, PI_PROTO] == 6:
+        if pi[s, PI_PROTO] == 6 and (params[P_FLAGS] & F_TCP_NO_CLOSE) == 0:
             st = pi[s, PI_STATE]
             if (st & (ST_ORIG_RST | ST_RESP_RST)) != 0 or (
                 (st & ST_ORIG_FIN) != 0 and (st & ST_RESP_FIN) != 0
@@ -388,9 +416,14 @@ def meter_batch(
 ) -> tuple[int, int]:
     """Meter packets start..n-1. Returns (next packet index, status)."""
     mask = ht.shape[0] - 1
+    pflags = params[P_FLAGS]
     for i in range(start, n):
         st = cols[i, C_STATUS]
-        if st != S_OK and st != S_TRUNC_L4:
+        skip = st != S_OK and st != S_TRUNC_L4
+        if not skip and cols[i, C_FRAG] == 2 and (pflags & F_SKIP_LATER_FRAGMENTS) != 0:
+            skip = True
+            meta[M_SKIPPED] += 1
+        if skip:
             out_uid[i] = -1
             out_fid[i] = -1
             out_dir[i] = 0
@@ -428,10 +461,13 @@ def meter_batch(
                 dport = frag[fslot, 2]
             else:
                 meta[M_FRAG_MISS] += 1
+        if (proto == 1 or proto == 58) and (pflags & F_ICMP_HOSTS_ONLY) != 0:
+            sport = 0
+            dport = 0
         pa = sport
         pb = dport
         one_way = False
-        if proto == 1 or proto == 58:
+        if (proto == 1 or proto == 58) and (pflags & F_ICMP_HOSTS_ONLY) == 0:
             cp = _icmp_counterpart(proto, sport)
             if cp >= 0:
                 pb = cp
@@ -447,7 +483,7 @@ def meter_batch(
             a_hi, a_lo, b_hi, b_lo, qa, qb = s_hi, s_lo, d_hi, d_lo, pa, pb
         else:
             a_hi, a_lo, b_hi, b_lo, qa, qb = d_hi, d_lo, s_hi, s_lo, pb, pa
-        vlan = cols[i, C_VLAN]
+        vlan = (cols[i, C_VLAN] & VLAN_MASK) | (cols[i, C_TUNNEL] << VLAN_BITS)
         h = _key_hash(a_hi, a_lo, b_hi, b_lo, qa, qb, proto, vlan)
         j = np.int64(h & np.uint64(mask))
         s = -1
@@ -470,7 +506,12 @@ def meter_batch(
         tcp_flags = cols[i, C_FLAGS] if proto == 6 else 0
         if s >= 0:
             r = _expired(pi, s, now, params)
-            if r == R_ACTIVE and proto == 6 and (tcp_flags & 0x12) == 0x02:
+            if (
+                r == R_ACTIVE
+                and proto == 6
+                and (tcp_flags & 0x12) == 0x02
+                and (pflags & F_TCP_NO_CLOSE) == 0
+            ):
                 # A fresh SYN on a finished connection starts a new one (port reuse).
                 fst = pi[s, PI_STATE]
                 if (fst & (ST_ORIG_RST | ST_RESP_RST)) != 0 or (

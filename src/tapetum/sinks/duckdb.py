@@ -18,7 +18,6 @@ from tapetum.errors import StoreError
 from tapetum.flows.meter import FlowBatch
 from tapetum.records import Alert, DnsEvent, HttpEvent, Incident, SshEvent, TlsEvent
 from tapetum.sinks.base import Record
-from tapetum.sinks.eve import vlan_list
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -84,6 +83,8 @@ CREATE TABLE IF NOT EXISTS incidents (
 );
 """
 
+FLOW_INSERT_ROWS = 100_000
+RECORD_INSERT_ROWS = 50_000
 TABLES = ("runs", "flows", "dns", "tls", "http", "ssh", "alerts", "incidents")
 
 
@@ -115,6 +116,9 @@ class DuckDBSink:
         self.con = connect(self.path)
         self.con.execute(SCHEMA)
         self._pending: dict[str, list[Record]] = {}
+        self._flow_stage: list[dict[str, np.ndarray]] = []
+        self._flow_staged = 0
+        self._flow_sql = ""
         self.rows: dict[str, int] = dict.fromkeys(TABLES, 0)
 
     def begin_run(self, started_at: Any, inputs: list[str], version: str) -> None:
@@ -157,15 +161,11 @@ class DuckDBSink:
             return
         num = flows.num
         f = flows.tcp_flags.astype(np.int32)
-        seq_n = flows.seq_n.tolist()
-        sizes = flows.seq_size.tolist()
-        dirs = flows.seq_dir.tolist()
-        iat = (np.diff(flows.seq_ts, axis=1, prepend=flows.seq_ts[:, :1]) / 1e6).tolist()
         cols: dict[str, Any] = {
             "flow_id": num["flow_id"],
             "community_id": _obj(flows.community_id),
-            "start": num["start_ns"].astype("datetime64[ns]"),
-            "end": num["end_ns"].astype("datetime64[ns]"),
+            "start": num["start_ns"].view("datetime64[ns]"),
+            "end": num["end_ns"].view("datetime64[ns]"),
             "duration_s": flows.duration_s,
             "src_ip": _obj(flows.src_ip),
             "src_port": num["src_port"],
@@ -174,15 +174,11 @@ class DuckDBSink:
             "proto": _obj(flows.proto_names()),
             "ip_proto": num["proto"],
             "ip_version": num["ip_version"],
-            "vlan": _obj([vlan_list(v) or None for v in num["vlan"].tolist()]),
             "service": _obj([s or None for s in services]),
             "conn_state": _obj(flows.conn_state),
             "history": _obj(flows.history),
             "state": _obj(flows.flow_state()),
             "reason": _obj(flows.reason_names()),
-            "first_sizes": _obj([sizes[k][: seq_n[k]] for k in range(n)]),
-            "first_directions": _obj([dirs[k][: seq_n[k]] for k in range(n)]),
-            "first_iat_ms": _obj([iat[k][: seq_n[k]] for k in range(n)]),
         }
         for name in (
             "pkts_toserver", "pkts_toclient", "bytes_toserver", "bytes_toclient",
@@ -193,15 +189,62 @@ class DuckDBSink:
         for b, flag in enumerate(("fin", "syn", "rst", "psh", "ack")):
             cols[f"{flag}_toserver"] = f[:, b]
             cols[f"{flag}_toclient"] = f[:, 8 + b]
-        self._insert("flows", cols)
+        # Lists are built inside DuckDB from plain numeric columns: converting Python lists
+        # row by row costs far more than the rest of the insert.
+        staged: dict[str, np.ndarray] = {"run_id": _obj([self.run_id] * n), **cols}
+        staged["_vlan"] = num["vlan"]
+        staged["_seq_n"] = flows.seq_n
+        iat = np.diff(flows.seq_ts, axis=1, prepend=flows.seq_ts[:, :1]) / 1e6
+        width = flows.seq_size.shape[1]
+        for k in range(width):
+            staged[f"_s{k}"] = np.ascontiguousarray(flows.seq_size[:, k])
+            staged[f"_d{k}"] = np.ascontiguousarray(flows.seq_dir[:, k])
+            staged[f"_t{k}"] = np.ascontiguousarray(iat[:, k])
+        names = ["run_id", *cols]
+        select = [f'"{c}"' for c in names]
+        select.append(
+            "CASE WHEN _vlan = 0 THEN NULL WHEN _vlan % 4096 = 0 THEN [_vlan // 4096] "
+            "ELSE [_vlan // 4096, _vlan % 4096] END"
+        )
+        for prefix in ("_s", "_d", "_t"):
+            items = ", ".join(f"{prefix}{k}" for k in range(width))
+            select.append(f"list_slice([{items}], 1, _seq_n)")
+        target = [*(f'"{c}"' for c in names), "vlan", "first_sizes", "first_directions",
+                  "first_iat_ms"]  # fmt: skip
+        self._flow_sql = (
+            f"INSERT INTO flows ({', '.join(target)}) "
+            f"SELECT {', '.join(select)} FROM _tapetum_flows"
+        )
+        # Each INSERT costs milliseconds whatever its size: stage flows and insert in bulk.
+        self._flow_stage.append(staged)
+        self._flow_staged += n
+        if self._flow_staged >= FLOW_INSERT_ROWS:
+            self._insert_flows()
+
+    def _insert_flows(self) -> None:
+        if not self._flow_stage:
+            return
+        parts, self._flow_stage = self._flow_stage, []
+        frame = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        self.con.register("_tapetum_flows", frame)
+        try:
+            self.con.execute(self._flow_sql)
+        finally:
+            self.con.unregister("_tapetum_flows")
+        self.rows["flows"] += self._flow_staged
+        self._flow_staged = 0
 
     def write(self, records: list[Record]) -> None:
         for r in records:
             self._pending.setdefault(type(r).__name__, []).append(r)
-        if sum(len(v) for v in self._pending.values()) >= 5000:
-            self.flush()
+        if sum(len(v) for v in self._pending.values()) >= RECORD_INSERT_ROWS:
+            self._insert_records()
 
     def flush(self) -> None:
+        self._insert_flows()
+        self._insert_records()
+
+    def _insert_records(self) -> None:
         pending, self._pending = self._pending, {}
         for kind, recs in pending.items():
             if kind == "DnsEvent":

@@ -53,7 +53,9 @@ def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in d.items() if v is not None and v != () and v != []}
 
 
-def flow_events(fb: FlowBatch, services: list[str], with_sequences: bool = False) -> list[EventDict]:
+def flow_events(
+    fb: FlowBatch, services: list[str], with_sequences: bool = False
+) -> list[EventDict]:
     """One `flow` event per flow, Suricata naming plus Tapetum's Zeek-style extras."""
     n = len(fb)
     if n == 0:

@@ -112,12 +112,12 @@ V4_MAPPED_LO_PREFIX = np.uint64(0xFFFF) << np.uint64(32)
 
 @njit(cache=True, inline="always")
 def _be16(buf: np.ndarray, p: int) -> int:
-    return (np.int64(buf[p]) << 8) | np.int64(buf[p + 1])
+    return int((np.int64(buf[p]) << 8) | np.int64(buf[p + 1]))
 
 
 @njit(cache=True, inline="always")
 def _be32(buf: np.ndarray, p: int) -> int:
-    return (
+    return int(
         (np.int64(buf[p]) << 24)
         | (np.int64(buf[p + 1]) << 16)
         | (np.int64(buf[p + 2]) << 8)
@@ -437,7 +437,9 @@ def _reset_l3(cols: np.ndarray, addr: np.ndarray, i: int) -> None:
 
 
 @njit(cache=True)
-def _tunnel(buf: np.ndarray, end: int, cols: np.ndarray, i: int, tunnels: int) -> tuple[int, int, int]:
+def _tunnel(
+    buf: np.ndarray, end: int, cols: np.ndarray, i: int, tunnels: int
+) -> tuple[int, int, int]:
     """The inner packet of a decoded tunnel packet: (l3 start, IP version, tunnel id) or (-1, 0, 0).
 
     Only unfragmented (or first-fragment) packets with their tunnel header captured qualify.
@@ -487,8 +489,8 @@ def _tunnel(buf: np.ndarray, end: int, cols: np.ndarray, i: int, tunnels: int) -
         return -1, 0, 0
     if (tunnels & TUNNEL_CAPWAP) != 0 and (sport == 5247 or dport == 5247):
         # RFC 5415 header (preamble version 0, type 0), HLEN in 4-byte words; with the T bit the
-        # payload is an IEEE 802.11 frame: a data frame's 24-byte header (+2 for QoS data), then
-        # LLC/SNAP with the Ethernet type.
+        # payload is an IEEE 802.11 frame: a data frame's 24-byte header (+6 with four addresses,
+        # +2 for QoS data), then LLC/SNAP with the Ethernet type.
         if q + 8 > lim or buf[q] != 0:
             return -1, 0, 0
         hlen = (buf[q + 1] >> 3) * 4
@@ -498,10 +500,15 @@ def _tunnel(buf: np.ndarray, end: int, cols: np.ndarray, i: int, tunnels: int) -
         if off + 2 > lim:
             return -1, 0, 0
         fc = buf[off]
-        if (fc & 0x0C) != 0x08:  # not a data frame
-            return -1, 0, 0
+        fl = buf[off + 1]
+        if (fc & 0x0C) != 0x08:
+            # Some access points send the frame control field byte-swapped.
+            fc = buf[off + 1]
+            fl = buf[off]
+            if (fc & 0x0C) != 0x08:  # not a data frame (management frames carry no IP)
+                return -1, 0, 0
         wlen = 24
-        if (buf[off + 1] & 0x03) == 0x03:  # to-DS and from-DS: a fourth address
+        if (fl & 0x03) == 0x03:  # to-DS and from-DS: a fourth address
             wlen += 6
         if (fc & 0x80) != 0:  # QoS data subtype
             wlen += 2
@@ -553,6 +560,12 @@ def decode_batch(
         p = cols[i, C_OFF]
         end = p + cols[i, C_CAPLEN]
         lt = cols[i, C_LINKTYPE]
+        # Buffers are reused: reset this row's outputs (adjacent memory, cheap).
+        for c in range(C_STATUS, N_COLS):
+            if c != C_FILEOFF:
+                cols[i, c] = 0
+        for c in range(4):
+            addr[i, c] = 0
         if end <= p:
             cols[i, C_STATUS] = S_EMPTY
             continue

@@ -14,7 +14,7 @@ import struct
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from io import BufferedReader
 
 import numpy as np
 
@@ -36,8 +36,9 @@ PCAP_MAGIC_US = 0xA1B2C3D4
 PCAP_MAGIC_NS = 0xA1B23C4D
 PCAPNG_BOM = 0x1A2B3C4D
 
-DEFAULT_CHUNK_BYTES = 16 << 20
-DEFAULT_BATCH_PACKETS = 65_536
+#: Small enough that a chunk stays in the CPU cache between reading and decoding it.
+DEFAULT_CHUNK_BYTES = 2 << 20
+DEFAULT_BATCH_PACKETS = 16_384
 #: Larger records are corrupt: the largest snaplen any libpcap uses is 256 KiB.
 DEFAULT_MAX_CAPLEN = 262_144
 MAX_WARNINGS_PER_KIND = 20
@@ -45,13 +46,21 @@ MAX_WARNINGS_PER_KIND = 20
 
 @dataclass(slots=True)
 class PacketBatch:
-    """Decoded packets: header columns over a buffer holding the raw frames."""
+    """Decoded packets: header columns over a buffer holding the raw frames.
+
+    Like libpcap's packet data, a batch from `CaptureReader` is valid only until the next batch
+    is requested: the reader reuses its buffers (fresh memory per batch costs page faults that
+    dominate the read). Use `copy()` to keep one.
+    """
 
     buf: np.ndarray
     cols: np.ndarray
     addr: np.ndarray
     n: int
     path: str
+
+    def copy(self) -> PacketBatch:
+        return PacketBatch(self.buf.copy(), self.cols.copy(), self.addr.copy(), self.n, self.path)
 
     def payload(self, i: int) -> bytes:
         from tapetum.sources.decode import C_PAYCAP, C_PAYOFF
@@ -79,6 +88,61 @@ class _Interface:
     snaplen: int
     tsresol_num: int  # units per second
     tsoffset_s: int
+
+
+class _GzipStream:
+    """Incremental gzip decompression (all members) that hands out every byte decoded before a
+    damaged or truncated part, then raises on the next read.
+
+    `gzip.GzipFile.readinto` raises as soon as the stream ends early and loses what it had decoded
+    in that call, which for a small damaged file is everything.
+    """
+
+    _IN = 1 << 20
+
+    def __init__(self, raw: BufferedReader) -> None:
+        self._raw = raw
+        self._d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        self._started = False  # the current member has consumed input
+        self._out = bytearray()
+        self._error: Exception | None = None
+        self._done = False
+
+    def readinto(self, view: memoryview) -> int:
+        want = len(view)
+        while len(self._out) < want and not self._done:
+            self._decode_more(want - len(self._out))
+        n = min(want, len(self._out))
+        if n == 0 and self._error is not None:
+            err, self._error = self._error, None
+            raise err
+        view[:n] = self._out[:n]
+        del self._out[:n]
+        return n
+
+    def _decode_more(self, need: int) -> None:
+        if self._d.eof:  # a member ended; another may follow
+            data = self._d.unused_data
+            self._d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            self._started = False
+        else:
+            data = self._d.unconsumed_tail
+        if not data:
+            data = self._raw.read(self._IN)
+            if not data:
+                if self._started:
+                    self._error = EOFError("compressed stream ends before its end marker")
+                self._done = True
+                return
+        self._started = True
+        try:
+            self._out += self._d.decompress(data, max(need, 1 << 16))
+        except zlib.error as exc:
+            self._error = exc
+            self._done = True
+
+    def close(self) -> None:
+        self._done = True
 
 
 def _tsresol(value: int) -> int:
@@ -112,15 +176,18 @@ class CaptureReader:
         self.linktypes: set[int] = set()
         try:
             self.total_bytes = os.path.getsize(self.path)
-            raw: BinaryIO = open(self.path, "rb")  # noqa: SIM115 - closed in close()
+            raw = open(self.path, "rb")  # noqa: SIM115 - closed in close()
         except OSError as exc:
             raise CaptureFormatError(self.path, None, exc.strerror or str(exc)) from None
         self._raw = raw
         head = raw.read(2)
         raw.seek(0)
         self.compressed = head == b"\x1f\x8b"
-        self._f: BinaryIO = gzip.GzipFile(fileobj=raw, mode="rb") if self.compressed else raw
+        self._f: BufferedReader | _GzipStream = _GzipStream(raw) if self.compressed else raw
         self._eof = False
+        self._cols_buf: np.ndarray | None = None
+        self._addr_buf: np.ndarray | None = None
+        self._rec_buf: np.ndarray | None = None
         self._bad_detail = ""
         self._stream_pos = 0  # bytes consumed from the (decompressed) stream into buffers
 
@@ -142,7 +209,7 @@ class CaptureReader:
 
     def _read_into(self, buf: np.ndarray, start: int) -> int:
         """Fill buf[start:] from the stream; return the new fill level."""
-        view = memoryview(buf)[start:]
+        view = buf.data[start:]
         fill = start
         while fill < buf.shape[0] and not self._eof:
             try:
@@ -179,19 +246,21 @@ class CaptureReader:
     # -- format dispatch --------------------------------------------------------------------
 
     def __iter__(self) -> Iterator[PacketBatch]:
-        buf = np.empty(max(self.chunk_bytes, 64), dtype=np.uint8)
+        buf = np.empty(max(self.chunk_bytes, self.max_caplen + 64, 64), dtype=np.uint8)
         fill = self._read_into(buf, 0)
         if fill < 4:
             if fill == 0:
                 raise CaptureFormatError(self.path, 0, "empty file: not a pcap or pcapng capture")
             raise CaptureFormatError(self.path, 0, f"file too short ({fill} bytes) for a capture")
-        magic_le = struct.unpack_from("<I", buf, 0)[0]
+        magic_le = struct.unpack_from("<I", buf.data, 0)[0]
+        magic_be = struct.unpack_from(">I", buf.data, 0)[0]
         if magic_le == ix.PCAPNG_SHB:
             self.format = "pcapng"
             yield from self._iter_pcapng(buf, fill)
-        elif magic_le in (PCAP_MAGIC_US, PCAP_MAGIC_NS) or struct.unpack_from(">I", buf, 0)[
-            0
-        ] in (PCAP_MAGIC_US, PCAP_MAGIC_NS):
+        elif magic_le in (PCAP_MAGIC_US, PCAP_MAGIC_NS) or magic_be in (
+            PCAP_MAGIC_US,
+            PCAP_MAGIC_NS,
+        ):
             yield from self._iter_pcap(buf, fill)
         else:
             raise CaptureFormatError(
@@ -201,22 +270,32 @@ class CaptureReader:
             )
 
     def _new_buffer(self, buf: np.ndarray, pos: int, fill: int, need: int = 0) -> np.ndarray:
-        """A fresh chunk starting with the unconsumed tail buf[pos:fill].
+        """The chunk buffer with the unconsumed tail buf[pos:fill] moved to its start.
 
-        A fresh array (not an in-place move) because batches already yielded point into `buf`.
+        Reused in place (batches from it have been consumed by then); replaced by a larger one
+        only when a record does not fit.
         """
         tail = fill - pos
         size = max(self.chunk_bytes, tail + need + 64)
+        if size <= buf.shape[0]:
+            buf[:tail] = buf[pos:fill].copy()
+            return buf
         nb = np.empty(size, dtype=np.uint8)
         nb[:tail] = buf[pos:fill]
         return nb
 
     def _columns(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        return np.zeros((n, N_COLS), dtype=np.int64), np.zeros((n, 4), dtype=np.uint64)
+        # Reused across batches; decode_batch resets each row it fills.
+        if self._cols_buf is None:
+            self._cols_buf = np.zeros((n, N_COLS), dtype=np.int64)
+            self._addr_buf = np.zeros((n, 4), dtype=np.uint64)
+        assert self._addr_buf is not None
+        return self._cols_buf[:n], self._addr_buf[:n]
 
     def _record_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        k = self.batch_packets
-        return (np.empty(k, np.int64), np.empty(k, np.int64), np.empty(k, np.int64))
+        if self._rec_buf is None:
+            self._rec_buf = np.empty((5, self.batch_packets), dtype=np.int64)
+        return self._rec_buf[0], self._rec_buf[1], self._rec_buf[2]
 
     def _finish_batch(
         self, buf: np.ndarray, cols: np.ndarray, addr: np.ndarray, n: int, base: int
@@ -235,11 +314,11 @@ class CaptureReader:
     def _iter_pcap(self, buf: np.ndarray, fill: int) -> Iterator[PacketBatch]:
         if fill < 24:
             raise CaptureFormatError(self.path, 0, "pcap global header truncated")
-        magic_le = struct.unpack_from("<I", buf, 0)[0]
+        magic_le = struct.unpack_from("<I", buf.data, 0)[0]
         swapped = magic_le not in (PCAP_MAGIC_US, PCAP_MAGIC_NS)
         order = ">" if swapped else "<"
-        magic, vmaj, vmin, _tz, _sig, snaplen, network = struct.unpack_from(
-            order + "IHHiIII", buf, 0
+        magic, _vmaj, _vmin, _tz, _sig, snaplen, network = struct.unpack_from(
+            order + "IHHiIII", buf.data, 0
         )
         nanos = magic == PCAP_MAGIC_NS
         self.format = "pcap-ns" if nanos else "pcap"
@@ -277,9 +356,9 @@ class CaptureReader:
                 bad_at = -1
                 pos = nxt
             cols, addr = self._columns(self.batch_packets)
-            sec = np.empty(self.batch_packets, dtype=np.int64)
-            frac = np.empty(self.batch_packets, dtype=np.int64)
             off, caplen, wirelen = self._record_arrays()
+            assert self._rec_buf is not None
+            sec, frac = self._rec_buf[3], self._rec_buf[4]
             n, pos, status = ix.index_pcap(
                 buf, fill, pos, swapped, max_caplen, off, caplen, wirelen, sec, frac, 0
             )
@@ -294,7 +373,7 @@ class CaptureReader:
             if status == ix.OUT_FULL:
                 continue
             if status == ix.BAD_RECORD:
-                claimed = struct.unpack_from(order + "I", buf, pos + 8)[0]
+                claimed = struct.unpack_from(order + "I", buf.data, pos + 8)[0]
                 self._bad_detail = f"record header claims {claimed} bytes (limit {max_caplen})"
                 bad_at = base + pos
                 continue
@@ -305,7 +384,7 @@ class CaptureReader:
                 return
             need = 0
             if pos + 16 <= fill:
-                need = 16 + struct.unpack_from(order + "I", buf, pos + 8)[0]
+                need = 16 + struct.unpack_from(order + "I", buf.data, pos + 8)[0]
             base += pos
             buf = self._new_buffer(buf, pos, fill, need)
             fill = self._read_into(buf, fill - pos)
@@ -329,7 +408,7 @@ class CaptureReader:
     ) -> None:
         have = fill - pos
         if have >= hdr:
-            want = hdr + struct.unpack_from(order + "I", buf, pos + len_at)[0]
+            want = hdr + struct.unpack_from(order + "I", buf.data, pos + len_at)[0]
             msg = f"final record truncated: {have} of {want} bytes present"
         else:
             msg = f"final record header truncated: {have} of {hdr} bytes present"
@@ -356,20 +435,21 @@ class CaptureReader:
                     if self._eof:
                         self._corrupt(bad_at, base + fill, "no valid block follows")
                         break
-                    keep = pos + 4 + max(0, (fill - max_block - pos - 4) // 4 * 4)
+                    # Keep what may hold the start of a block not yet read in full.
+                    keep = max(pos + 1, fill - max_block)
                     base += keep
                     buf = self._new_buffer(buf, keep, fill)
                     fill = self._read_into(buf, fill - keep)
-                    pos = -4
+                    pos = -1
                     continue
                 self._corrupt(bad_at, base + nxt, "resynchronised on the next valid block")
                 bad_at = -1
                 pos = nxt
             cols, addr = self._columns(self.batch_packets)
-            ts_raw = np.empty(self.batch_packets, dtype=np.int64)
-            iface = np.empty(self.batch_packets, dtype=np.int64)
             spb_snap = ifaces[0].snaplen if ifaces else 0
             off, caplen, wirelen = self._record_arrays()
+            assert self._rec_buf is not None
+            ts_raw, iface = self._rec_buf[3], self._rec_buf[4]
             n, pos, status = ix.index_pcapng(
                 buf, fill, pos, swapped, self.max_caplen, spb_snap,
                 off, caplen, wirelen, ts_raw, iface, 0, skipped,
@@ -383,7 +463,9 @@ class CaptureReader:
             if status == ix.OUT_FULL:
                 continue
             if status == ix.CONTEXT_BLOCK:
-                got = self._context_block(buf, pos, fill, ifaces, base) if pos + 12 <= fill else None
+                got = (
+                    self._context_block(buf, pos, fill, ifaces, base) if pos + 12 <= fill else None
+                )
                 if got is None:
                     status = ix.NEED_MORE
                 elif got[0] < 0:
@@ -406,7 +488,7 @@ class CaptureReader:
                 break
             need = 0
             if pos + 8 <= fill:
-                need = struct.unpack_from(order + "I", buf, pos + 4)[0]
+                need = struct.unpack_from(order + "I", buf.data, pos + 4)[0]
                 if need > max_block:
                     need = 0
             base += pos
@@ -419,9 +501,9 @@ class CaptureReader:
         self, buf: np.ndarray, pos: int, fill: int, ifaces: list[_Interface], base: int
     ) -> tuple[int, str] | None:
         """Interpret an SHB or IDB at pos. None: need more data; (-1, ''): corrupt."""
-        btype_le = struct.unpack_from("<I", buf, pos)[0]
+        btype_le = struct.unpack_from("<I", buf.data, pos)[0]
         if btype_le == ix.PCAPNG_SHB:
-            bom = struct.unpack_from("<I", buf, pos + 8)[0]
+            bom = struct.unpack_from("<I", buf.data, pos + 8)[0]
             if bom == PCAPNG_BOM:
                 order = "<"
             elif bom == 0x4D3C2B1A:
@@ -429,27 +511,27 @@ class CaptureReader:
             else:
                 self.warn(base + pos, "corrupt_block", "section header with a bad byte-order mark")
                 return -1, ""
-            blen = struct.unpack_from(order + "I", buf, pos + 4)[0]
+            blen = struct.unpack_from(order + "I", buf.data, pos + 4)[0]
             if blen < 28 or blen % 4 or blen > (1 << 24):
                 return -1, ""
             if pos + blen > fill:
                 return None
             return pos + blen, order
-        order = "<" if struct.unpack_from("<I", buf, pos)[0] == ix.PCAPNG_IDB else ">"
-        blen = struct.unpack_from(order + "I", buf, pos + 4)[0]
+        order = "<" if struct.unpack_from("<I", buf.data, pos)[0] == ix.PCAPNG_IDB else ">"
+        blen = struct.unpack_from(order + "I", buf.data, pos + 4)[0]
         if blen < 20 or blen % 4 or blen > (1 << 24):
             return -1, ""
         if pos + blen > fill:
             return None
-        if struct.unpack_from(order + "I", buf, pos + blen - 4)[0] != blen:
+        if struct.unpack_from(order + "I", buf.data, pos + blen - 4)[0] != blen:
             return -1, ""
-        linktype, _res, snaplen = struct.unpack_from(order + "HHI", buf, pos + 8)
+        linktype, _res, snaplen = struct.unpack_from(order + "HHI", buf.data, pos + 8)
         tsresol = 1_000_000
         tsoffset = 0
         opt = pos + 16
         end = pos + blen - 4
         while opt + 4 <= end:
-            code, olen = struct.unpack_from(order + "HH", buf, opt)
+            code, olen = struct.unpack_from(order + "HH", buf.data, opt)
             if code == 0:
                 break
             val = opt + 4
@@ -458,7 +540,7 @@ class CaptureReader:
             if code == 9 and olen >= 1:
                 tsresol = _tsresol(int(buf[val]))
             elif code == 14 and olen >= 8:
-                tsoffset = struct.unpack_from(order + "q", buf, val)[0]
+                tsoffset = struct.unpack_from(order + "q", buf.data, val)[0]
             opt = val + ((olen + 3) & ~3)
         if tsresol <= 0 or tsresol > 10**18:
             self.warn(base + pos, "bad_tsresol", "interface with an unusable time resolution")

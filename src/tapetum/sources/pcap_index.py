@@ -27,13 +27,13 @@ PCAPNG_EPB = 0x00000006
 @njit(cache=True, inline="always")
 def _u32(buf: np.ndarray, pos: int, swapped: bool) -> int:
     if swapped:
-        return (
+        return int(
             (np.uint32(buf[pos]) << 24)
             | (np.uint32(buf[pos + 1]) << 16)
             | (np.uint32(buf[pos + 2]) << 8)
             | np.uint32(buf[pos + 3])
         )
-    return (
+    return int(
         np.uint32(buf[pos])
         | (np.uint32(buf[pos + 1]) << 8)
         | (np.uint32(buf[pos + 2]) << 16)
@@ -44,8 +44,8 @@ def _u32(buf: np.ndarray, pos: int, swapped: bool) -> int:
 @njit(cache=True, inline="always")
 def _u16(buf: np.ndarray, pos: int, swapped: bool) -> int:
     if swapped:
-        return (np.uint32(buf[pos]) << 8) | np.uint32(buf[pos + 1])
-    return np.uint32(buf[pos]) | (np.uint32(buf[pos + 1]) << 8)
+        return int((np.uint32(buf[pos]) << 8) | np.uint32(buf[pos + 1]))
+    return int(np.uint32(buf[pos]) | (np.uint32(buf[pos + 1]) << 8))
 
 
 @njit(cache=True)
@@ -202,8 +202,11 @@ def index_pcapng(
 
 @njit(cache=True)
 def resync_pcapng(buf: np.ndarray, end: int, pos: int, swapped: bool, max_len: int) -> int:
-    """Find the next well-formed block (known type, length repeated at its end), or -1."""
-    p = pos + 4
+    """Find the next well-formed block (known type, length repeated at its end), or -1.
+
+    Every byte offset is tried: garbage of any length may precede the next block.
+    """
+    p = pos + 1
     while p + 12 <= end:
         btype = _u32(buf, p, swapped)
         if (btype >= 1 and btype <= 10) or btype == PCAPNG_SHB:
@@ -216,5 +219,5 @@ def resync_pcapng(buf: np.ndarray, end: int, pos: int, swapped: bool, max_len: i
                 and _u32(buf, p + blen - 4, swapped) == blen
             ):
                 return p
-        p += 4
+        p += 1
     return -1
