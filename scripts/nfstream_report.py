@@ -56,7 +56,8 @@ CAUSES: dict[str, tuple[str, str]] = {
         "CAPWAP data channel: NFStream decapsulates every packet on UDP 5247 as 802.11 data and "
         "reads 802.11 probe requests (management frames) as IPv4, making 7 one-packet garbage "
         "flows (protocol 0), and drops the rest; Tapetum decapsulates only 802.11 data frames "
-        "(5 inner flows agree) and keeps the 162 management frames in the outer UDP flow",
+        "with IP (5 inner flows, all agree) and keeps the 162 packets it does not decapsulate "
+        "(157 management frames, 5 data frames without IP) in the outer UDP flow",
     ),
     "fuzz-2021-06-07-c6c72a0a56.pcap": (
         "16-bit packet size",

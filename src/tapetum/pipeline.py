@@ -308,32 +308,46 @@ class Pipeline:
         dns = np.isin(cols[:, D.C_SPORT], self._dns_ports) | np.isin(
             cols[:, D.C_DPORT], self._dns_ports
         )
-        want = (
+        data = (
             (ordinal >= 0)
             & ((ordinal < self.config.protocols.max_payload_packets) | dns)
-            & ((proto == 6) | (proto == 17))
             & (cols[:, D.C_PAYCAP] > 0)
-            & (cols[:, D.C_FRAG] != 2)
         )
+        # SYNs carry the initial sequence numbers the TCP reassembly starts from.
+        syn = (proto == 6) & ((cols[:, D.C_FLAGS] & 0x02) != 0)
+        want = (data | syn) & ((proto == 6) | (proto == 17)) & (cols[:, D.C_FRAG] != 2)
         idx = np.flatnonzero(want)
         if idx.shape[0] == 0:
             return
+        # Ask once per flow, not per packet, whether the analyzer still wants it.
+        uids = pf.uid[idx]
+        flows = np.unique(uids)
+        wanted = [u for u in flows.tolist() if self.analyzer.wants(u)]
+        if len(wanted) < flows.shape[0]:
+            idx = idx[np.isin(uids, np.asarray(wanted, dtype=np.int64))]
         buf = batch.buf
         sub = cols[idx]
+        offs = sub[:, D.C_PAYOFF].tolist()
+        ends = (sub[:, D.C_PAYOFF] + sub[:, D.C_PAYCAP]).tolist()
+        ts = sub[:, D.C_TS].tolist()
+        ipp = sub[:, D.C_PROTO].tolist()
+        seqs = sub[:, D.C_SEQ].tolist()
+        flags = sub[:, D.C_FLAGS].tolist()
+        foffs = sub[:, D.C_FILEOFF].tolist()
+        uids = pf.uid[idx].tolist()
+        orig = (pf.direction[idx] == 0).tolist()
+        refs = self._refs
+        feed = self.analyzer.feed
         for k, i in enumerate(idx.tolist()):
-            c = sub[k]
-            off = int(c[D.C_PAYOFF])
-            seg = Segment(
-                flow_uid=int(pf.uid[i]),
-                ts_ns=int(c[D.C_TS]),
-                from_orig=bool(pf.direction[i] == 0),
-                ip_proto=int(c[D.C_PROTO]),
-                payload=buf[off : off + int(c[D.C_PAYCAP])].tobytes(),
-                tcp_seq=int(c[D.C_SEQ]),
-                tcp_flags=int(c[D.C_FLAGS]),
-                file_offset=int(c[D.C_FILEOFF]),
-            )
-            self.analyzer.feed(self._flow_ref(batch, pf, i), seg)
+            uid = uids[k]
+            ref = refs.get(uid)
+            if ref is None:
+                ref = self._flow_ref(batch, pf, i)
+            feed(
+                ref,
+                Segment(uid, ts[k], orig[k], ipp[k], buf[offs[k] : ends[k]].tobytes(),
+                        seqs[k], flags[k], foffs[k]),
+            )  # fmt: skip
 
     def _finish_flows(self, finished: list[FlowBatch]) -> None:
         if not finished:

@@ -138,6 +138,12 @@ class ProtocolAnalyzer:
         except Exception as exc:  # a parser defect must not stop the pipeline: count it
             self._crash(state, exc)
 
+    def wants(self, flow_uid: int) -> bool:
+        """False once a flow's parser has finished or the flow matched no parser: the caller
+        may skip building segments for it."""
+        state = self._flows.get(flow_uid)
+        return state is None or not state.done
+
     def flow_ended(self, flow_uid: int) -> None:
         """Flush and forget one flow's state."""
         state = self._flows.pop(flow_uid, None)

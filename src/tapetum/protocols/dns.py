@@ -200,9 +200,15 @@ def read_name(buf: bytes, off: int, budget: _Budget | None = None) -> tuple[str,
     return ".".join(labels), end
 
 
+#: Character-strings read from one TXT record (real ones have a handful).
+MAX_CHARACTER_STRINGS = 256
+
+
 def _character_strings(buf: bytes, off: int, end: int) -> list[str]:
     out: list[str] = []
     while off < end:
+        if len(out) >= MAX_CHARACTER_STRINGS:
+            raise MalformedError("TXT record with too many character-strings")
         length = buf[off]
         off += 1
         if off + length > end:

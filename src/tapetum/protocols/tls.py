@@ -24,6 +24,7 @@ import struct
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -404,6 +405,8 @@ class CertificateInfo:
     notafter: str | None
     self_signed: bool | None
     san: tuple[str, ...]
+    #: Fields that could not be decoded (hostile or broken DER).
+    problems: tuple[str, ...] = ()
 
 
 def _colon_hex(raw: bytes, upper: bool) -> str:
@@ -412,27 +415,38 @@ def _colon_hex(raw: bytes, upper: bool) -> str:
 
 
 def parse_certificate(der: bytes) -> CertificateInfo:
-    """Describe one DER certificate the way Suricata's `tls` event does."""
+    """Describe one DER certificate the way Suricata's `tls` event does.
+
+    Raises `MalformedError` when the DER does not parse at all; a field that cannot be decoded
+    is None and named in `problems`.
+    """
     fingerprint = _colon_hex(hashlib.sha1(der, usedforsecurity=False).digest(), upper=False)
+    problems: list[str] = []
+
+    def read(what: str, get: Callable[[], _T]) -> _T | None:
+        # cryptography decodes fields lazily and, on hostile DER, may raise more than
+        # ValueError (KeyError for unknown string tags, for one): any failure is a problem
+        # with this field of this certificate, nothing more.
+        try:
+            return get()
+        except Exception as exc:
+            problems.append(f"certificate {what} undecodable ({type(exc).__name__})")
+            return None
+
     # cryptography warns about some RFC 5280 violations (negative serials...): not our news.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
             cert = x509.load_der_x509_certificate(der)
-        except ValueError as exc:
+        except Exception as exc:  # ValueError, x509.InvalidVersion...: the same to us
             raise MalformedError(f"certificate does not parse: {exc}") from None
-        subject = _safe(lambda: cert.subject.rfc4514_string())
-        issuer = _safe(lambda: cert.issuer.rfc4514_string())
-        serial = _safe(lambda: _serial_text(cert.serial_number))
-        notbefore = _safe(lambda: cert.not_valid_before_utc.strftime("%Y-%m-%dT%H:%M:%S"))
-        notafter = _safe(lambda: cert.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%S"))
-        san: tuple[str, ...] = ()
-        try:
-            ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
-            san = tuple(ext.value.get_values_for_type(x509.DNSName))
-        except (x509.ExtensionNotFound, ValueError):
-            pass
-        self_signed = _self_signed(cert)
+        subject = read("subject", lambda: cert.subject.rfc4514_string())
+        issuer = read("issuer", lambda: cert.issuer.rfc4514_string())
+        serial = read("serial", lambda: _serial_text(cert.serial_number))
+        notbefore = read("notBefore", lambda: cert.not_valid_before_utc.strftime(_TIME))
+        notafter = read("notAfter", lambda: cert.not_valid_after_utc.strftime(_TIME))
+        san = read("subjectAltName", lambda: _dns_names(cert)) or ()
+        self_signed = read("signature", lambda: _self_signed(cert))
     return CertificateInfo(
         subject=subject,
         issuerdn=issuer,
@@ -442,14 +456,20 @@ def parse_certificate(der: bytes) -> CertificateInfo:
         notafter=notafter,
         self_signed=self_signed,
         san=san,
+        problems=tuple(problems),
     )
 
 
-def _safe(get: Callable[[], str]) -> str | None:
+_TIME = "%Y-%m-%dT%H:%M:%S"
+_T = TypeVar("_T")
+
+
+def _dns_names(cert: x509.Certificate) -> tuple[str, ...]:
     try:
-        return get()
-    except (ValueError, TypeError, OverflowError, UnicodeError):
-        return None
+        ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except x509.ExtensionNotFound:
+        return ()
+    return tuple(ext.value.get_values_for_type(x509.DNSName))
 
 
 def _serial_text(serial: int) -> str:
@@ -459,12 +479,9 @@ def _serial_text(serial: int) -> str:
     return _colon_hex(raw, upper=True)
 
 
-def _self_signed(cert: x509.Certificate) -> bool | None:
-    try:
-        if cert.subject != cert.issuer:
-            return False
-    except ValueError:
-        return None
+def _self_signed(cert: x509.Certificate) -> bool:
+    if cert.subject != cert.issuer:
+        return False
     try:
         cert.verify_directly_issued_by(cert)
     except InvalidSignature:
@@ -687,7 +704,9 @@ class TlsParser(Parser):
         cert_len = (body[3] << 16) | (body[4] << 8) | body[5]
         if 6 + cert_len > len(body):
             raise MalformedError("certificate runs past its message")
-        self._hs.cert = parse_certificate(body[6 : 6 + cert_len])
+        cert = self._hs.cert = parse_certificate(body[6 : 6 + cert_len])
+        if cert.problems:
+            self.malformed("; ".join(cert.problems))
 
     def _early_certificate(self, partial: bytes) -> None:
         if len(partial) < 6:
