@@ -7,14 +7,15 @@ as in Zeek). Memory grows with the number of active flows only: expired flows le
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from tapetum.flows import table as T
-from tapetum.flows.key import addr_bytes, addr_text_array, community_id, proto_name
+from tapetum.flows.community import community_id_array
+from tapetum.flows.key import addr_text_array, proto_name
+from tapetum.flows.state import conn_state_codes, conn_state_names
 from tapetum.sources.decode import N_COLS
 from tapetum.sources.pcap import PacketBatch
 
@@ -94,6 +95,10 @@ class MeterConfig:
         if self.timeouts_in_ms:
             flags |= T.F_TIMEOUT_MS
         p[T.P_FLAGS] = flags
+        idle = (p[T.P_TCP_IDLE], p[T.P_TCP_CLOSED], p[T.P_UDP_IDLE], p[T.P_ICMP_IDLE],
+                p[T.P_OTHER_IDLE])  # fmt: skip
+        # Millisecond expiry rounds: keep a millisecond of margin below the shortest limit.
+        p[T.P_MIN_IDLE] = max(-1, int(min(idle)) - 1_000_000)
         return p
 
 
@@ -204,81 +209,6 @@ class FlowBatch:
         )
 
 
-# Zeek's TCP endpoint states, as used by its conn_state() in base/protocols/conn/main.zeek.
-_INACTIVE, _SYN_SENT, _SYN_ACK_SENT, _PARTIAL, _ESTABLISHED, _CLOSED, _RESET = range(7)
-_RSTOS0 = re.compile(r"^\^?S[^HAFGIQ]*R.*")
-
-
-def _endpoint(syn: int, synack: int, fin: int, rst: int, pkts: int, established: bool) -> int:
-    if rst:
-        return _RESET
-    if fin:
-        return _CLOSED
-    if established:
-        return _ESTABLISHED
-    if syn:
-        return _SYN_SENT
-    if synack:
-        return _SYN_ACK_SENT
-    return _PARTIAL if pkts else _INACTIVE
-
-
-def conn_states(
-    proto: np.ndarray,
-    st: np.ndarray,
-    pkts_orig: np.ndarray,
-    pkts_resp: np.ndarray,
-    payload_orig: np.ndarray,
-    payload_resp: np.ndarray,
-    history: list[str],
-) -> list[str]:
-    """Zeek's conn_state, from per-endpoint states derived like Zeek's TCP analyzer."""
-    out: list[str] = []
-    rows = zip(
-        proto.tolist(), st.tolist(), pkts_orig.tolist(), pkts_resp.tolist(),
-        payload_orig.tolist(), payload_resp.tolist(), history, strict=True,
-    )  # fmt: skip
-    for p, s, po, pr, yo, yr, hist in rows:
-        if p == 17:
-            out.append("SF" if pr > 0 else "S0")
-            continue
-        if p != 6:
-            out.append("OTH")
-            continue
-        est = bool(s & T.ST_ORIG_SYN and s & T.ST_RESP_SYNACK and s & T.ST_ORIG_ACK_AFTER_SYNACK)
-        os_ = _endpoint(s & T.ST_ORIG_SYN, s & T.ST_ORIG_SYNACK, s & T.ST_ORIG_FIN,
-                        s & T.ST_ORIG_RST, po, est)  # fmt: skip
-        rs = _endpoint(s & T.ST_RESP_SYN, s & T.ST_RESP_SYNACK, s & T.ST_RESP_FIN,
-                       s & T.ST_RESP_RST, pr, est)  # fmt: skip
-        o_inactive = os_ in (_INACTIVE, _PARTIAL)
-        r_inactive = rs in (_INACTIVE, _PARTIAL)
-        if rs == _RESET:
-            if os_ in (_SYN_SENT, _SYN_ACK_SENT) or (os_ == _RESET and yo == 0 and yr == 0):
-                out.append("REJ")
-            elif o_inactive:
-                out.append("RSTRH")
-            else:
-                out.append("RSTR")
-        elif os_ == _RESET:
-            if r_inactive:
-                out.append("RSTOS0" if _RSTOS0.match(hist) else "OTH")
-            else:
-                out.append("RSTO")
-        elif rs == _CLOSED and os_ == _CLOSED:
-            out.append("SF")
-        elif os_ == _CLOSED:
-            out.append("SH" if r_inactive else "S2")
-        elif rs == _CLOSED:
-            out.append("SHR" if o_inactive else "S3")
-        elif os_ == _SYN_SENT and rs == _INACTIVE:
-            out.append("S0")
-        elif os_ == _ESTABLISHED and rs == _ESTABLISHED:
-            out.append("S1")
-        else:
-            out.append("OTH")
-    return out
-
-
 @dataclass(frozen=True, slots=True)
 class PacketFlows:
     """Per packet of a batch: which flow it joined and how."""
@@ -326,8 +256,13 @@ class FlowMeter:
     def _alloc(self, cap: int) -> None:
         self.cap = cap
         self.ht = np.zeros(_pow2(cap * 2), dtype=np.int32)
-        self.pk = np.zeros((cap, 4), dtype=np.uint64)
-        self.pi = np.zeros((cap, T.N_PI), dtype=np.int64)
+        # Rows aligned to 64 bytes so a slot's 256-byte row is exactly four cache lines.
+        raw = np.zeros(cap * T.N_PI + 8, dtype=np.uint64)
+        shift = (-raw.ctypes.data // 8) % 8
+        rows = raw[shift : shift + cap * T.N_PI].reshape(cap, T.N_PI)
+        self.pi = rows.view(np.int64)
+        self.pk = rows[:, T.PI_KEY : T.PI_KEY + 4]
+        self.seen = np.full(cap, np.iinfo(np.int64).max, dtype=np.int64)
         self.flags = np.zeros((cap, 16), dtype=np.uint32)
         self.hist = np.zeros((cap, T.HIST_LEN), dtype=np.uint8)
         self.seq_size = np.zeros((cap, T.SEQ_LEN), dtype=np.int32)
@@ -338,14 +273,16 @@ class FlowMeter:
         self.exp = np.zeros(cap + 16, dtype=np.int64)
 
     def _grow(self) -> None:
-        old = (self.pk, self.pi, self.flags, self.hist, self.seq_size, self.seq_dir, self.seq_ts)
+        old = (
+            self.pi, self.flags, self.hist, self.seq_size, self.seq_dir, self.seq_ts, self.seen,
+        )  # fmt: skip
         old_cap = self.cap
         old_free = self.free[: self.meta[T.M_FREE_TOP]].copy()
         old_exp = self.exp[: self.meta[T.M_EXP_N]].copy()
         new_cap = min(self.config.max_flows, old_cap * 2)
         self._alloc(new_cap)
         new: tuple[np.ndarray, ...] = (
-            self.pk, self.pi, self.flags, self.hist, self.seq_size, self.seq_dir, self.seq_ts,
+            self.pi, self.flags, self.hist, self.seq_size, self.seq_dir, self.seq_ts, self.seen,
         )  # fmt: skip
         for dst, src in zip(new, old, strict=True):
             dst[:old_cap] = src
@@ -375,7 +312,7 @@ class FlowMeter:
             i, status = T.meter_batch(
                 batch.cols, batch.addr, i, n, self.ht, self.pk, self.pi, self.flags, self.hist,
                 self.seq_size, self.seq_dir, self.seq_ts, self.free, self.meta, self.exp,
-                self.params, self.frag, out_uid, out_dir, out_payord, out_fid,
+                self.params, self.frag, out_uid, out_dir, out_payord, out_fid, self.seen,
             )  # fmt: skip
             self.counters.peak_active_flows = max(
                 self.counters.peak_active_flows, self.active_flows
@@ -404,7 +341,7 @@ class FlowMeter:
 
     def expire(self, now_ns: int) -> list[FlowBatch]:
         """Export flows expired at data time `now_ns` (live mode: called on idle ticks)."""
-        T.sweep(self.ht, self.pi, self.meta, self.exp, self.params, now_ns)
+        T.sweep(self.ht, self.pi, self.meta, self.exp, self.params, now_ns, self.seen)
         fb = self._harvest()
         return [] if fb is None else [fb]
 
@@ -418,13 +355,14 @@ class FlowMeter:
         n = int(self.meta[T.M_EXP_N])
         if n == 0:
             return None
-        idx = np.sort(self.exp[:n])  # slot order is deterministic for a given input
+        idx = self.exp[:n].copy()
+        # Deterministic output order: by start time, then flow id (then slot, for ties).
+        rows = self.pi[idx]
+        idx = idx[np.lexsort((idx, rows[:, T.PI_FLOWID], rows[:, T.PI_FIRST]))]
         fb = self._build(idx)
-        T.release(self.pi, self.meta, self.free, self.exp, n)
+        T.release(self.pi, self.meta, self.free, self.exp, n, self.seen)
         self.counters.flows += n
-        # Deterministic output order: by start time, then flow id.
-        order = np.lexsort((fb.num["flow_id"], fb.num["start_ns"]))
-        return fb.take(order)
+        return fb
 
     def _build(self, idx: np.ndarray) -> FlowBatch:
         pi = self.pi[idx]
@@ -461,24 +399,15 @@ class FlowMeter:
             "reason": pi[:, T.PI_REASON],
         }
         num = {k: np.ascontiguousarray(v, dtype=np.int64) for k, v in num.items()}
-        hist = self.hist[idx]
-        hlen = pi[:, T.PI_HISTLEN].tolist()
-        history = [bytes(hist[k, : hlen[k]]).decode("ascii") for k in range(len(hlen))]
+        # History letters are non-zero bytes followed by zeros: a fixed-width byte string each.
+        hist = np.ascontiguousarray(self.hist[idx])
+        hist[np.arange(T.HIST_LEN)[None, :] >= pi[:, T.PI_HISTLEN][:, None]] = 0  # reused slots
+        history = hist.view(f"S{T.HIST_LEN}")[:, 0].astype(str).tolist()
         src_ip = addr_text_array(src_hi, src_lo, self._addr_cache)
         dest_ip = addr_text_array(dst_hi, dst_lo, self._addr_cache)
-        cids = []
-        seed = self.config.seed & 0xFFFF
-        for k in range(len(hlen)):
-            cids.append(
-                community_id(
-                    addr_bytes(int(src_hi[k]), int(src_lo[k])),
-                    addr_bytes(int(dst_hi[k]), int(dst_lo[k])),
-                    int(proto[k]),
-                    int(sport[k]),
-                    int(dport[k]),
-                    seed,
-                )
-            )
+        cids = community_id_array(
+            src_hi, src_lo, dst_hi, dst_lo, proto, sport, dport, self.config.seed
+        )
         fb = FlowBatch(
             num=num,
             src_hi=src_hi,
@@ -495,10 +424,12 @@ class FlowMeter:
             dest_ip=dest_ip,
             community_id=cids,
         )
-        fb.conn_state = conn_states(
+        codes = conn_state_codes(
             proto, num["state_bits"], num["pkts_toserver"], num["pkts_toclient"],
-            num["payload_bytes_toserver"], num["payload_bytes_toclient"], history,
+            num["payload_bytes_toserver"], num["payload_bytes_toclient"], hist,
+            np.ascontiguousarray(pi[:, T.PI_HISTLEN]),
         )  # fmt: skip
+        fb.conn_state = conn_state_names(codes)
         return fb
 
 

@@ -39,29 +39,32 @@ SEQ_LEN = 32
 HIST_LEN = 32
 
 # Columns of the int64 pool array `pi`.
-PI_PORTA = 0
-PI_PORTB = 1
-PI_PROTO = 2
-PI_VLAN = 3
-PI_IPVER = 4
-PI_ORIG_IS_A = 5
-PI_FIRST = 6
-PI_LAST = 7
-PI_UID = 8
-PI_FLOWID = 9
-PI_STATE = 10
-PI_HISTLEN = 11
-PI_HISTSEEN = 12
-PI_REASON = 13
-PI_NSEQ = 14
-PI_USED = 15
+# One 256-byte row per flow slot, laid out so the fields read by the hash lookup share the first
+# cache lines; the key words (PK_*) live in the same row (the `pk` array is a view of it).
+PI_HASH = 0
+PI_PORTA = 1
+PI_PORTB = 2
+PI_PROTO = 3
+PI_VLAN = 4
+PI_KEY = 5  # 5..8: the key words, see PK_*
+PI_ORIG_IS_A = 9
+PI_LAST = 10
+PI_FIRST = 11
+PI_STATE = 12
+PI_NSEQ = 13
+PI_UID = 14
+PI_FLOWID = 15
 PI_PKTS = 16  # +0 originator, +1 responder
 PI_BYTES = 18
 PI_IPBYTES = 20
 PI_PAYBYTES = 22
 PI_PAYPKTS = 24
-PI_HASH = 26
-N_PI = 27
+PI_HISTLEN = 26
+PI_HISTSEEN = 27
+PI_REASON = 28
+PI_USED = 29
+PI_IPVER = 30
+N_PI = 32
 
 # Columns of the uint64 key array `pk`.
 PK_A_HI = 0
@@ -123,7 +126,8 @@ P_ACTIVE = 5  # 0 disables the active timeout
 P_SWEEP = 6
 P_SEED = 7
 P_FLAGS = 8  # F_* bits
-N_PARAMS = 9
+P_MIN_IDLE = 9  # the shortest idle limit: flows seen more recently cannot have expired
+N_PARAMS = 10
 
 # Behaviour bits (P_FLAGS); all clear is Tapetum's (Zeek-like) behaviour.
 F_ICMP_HOSTS_ONLY = 1  # ICMP flows keyed by addresses only, not by type/counterpart type
@@ -316,10 +320,23 @@ def _export(
 
 @njit(cache=True)
 def sweep(
-    ht: np.ndarray, pi: np.ndarray, meta: np.ndarray, exp: np.ndarray, params: np.ndarray, now: int
+    ht: np.ndarray,
+    pi: np.ndarray,
+    meta: np.ndarray,
+    exp: np.ndarray,
+    params: np.ndarray,
+    now: int,
+    seen: np.ndarray,
 ) -> None:
-    """Export every flow expired at `now`."""
+    """Export every flow expired at `now`.
+
+    `seen` mirrors each slot's last packet time densely (free slots: int64 max), so the sweep
+    reads 8 bytes per slot and touches a flow's row only when it may have expired.
+    """
+    min_idle = params[P_MIN_IDLE] if params[P_ACTIVE] == 0 else -1
     for s in range(meta[M_HIGH]):
+        if now - seen[s] <= min_idle:
+            continue
         if pi[s, PI_USED] == 1:
             r = _expired(pi, s, now, params)
             if r != R_ACTIVE:
@@ -356,11 +373,14 @@ def evict_oldest(
 
 
 @njit(cache=True)
-def release(pi: np.ndarray, meta: np.ndarray, free: np.ndarray, exp: np.ndarray, n: int) -> None:
+def release(
+    pi: np.ndarray, meta: np.ndarray, free: np.ndarray, exp: np.ndarray, n: int, seen: np.ndarray
+) -> None:
     """Return harvested export slots to the free stack."""
     for k in range(n):
         s = exp[k]
         pi[s, PI_USED] = 0
+        seen[s] = np.iinfo(np.int64).max
         free[meta[M_FREE_TOP]] = s
         meta[M_FREE_TOP] += 1
     meta[M_EXP_N] = 0
@@ -413,6 +433,7 @@ def meter_batch(
     out_dir: np.ndarray,
     out_payord: np.ndarray,
     out_fid: np.ndarray,
+    seen: np.ndarray,
 ) -> tuple[int, int]:
     """Meter packets start..n-1. Returns (next packet index, status)."""
     mask = ht.shape[0] - 1
@@ -437,7 +458,7 @@ def meter_batch(
             meta[M_NOW] = ts
         now = meta[M_NOW]
         if now >= meta[M_NEXT_SWEEP]:
-            sweep(ht, pi, meta, exp, params, now)
+            sweep(ht, pi, meta, exp, params, now, seen)
             meta[M_NEXT_SWEEP] = now + params[P_SWEEP]
         proto = cols[i, C_PROTO]
         sport = cols[i, C_SPORT]
@@ -532,12 +553,12 @@ def meter_batch(
                 meta[M_HIGH] = s + 1
             ht[j] = s + 1
             meta[M_ACTIVE] += 1
+            for c in range(N_PI):
+                pi[s, c] = 0
             pk[s, PK_A_HI] = a_hi
             pk[s, PK_A_LO] = a_lo
             pk[s, PK_B_HI] = b_hi
             pk[s, PK_B_LO] = b_lo
-            for c in range(N_PI):
-                pi[s, c] = 0
             pi[s, PI_PORTA] = qa
             pi[s, PI_PORTB] = qb
             pi[s, PI_PROTO] = proto
@@ -546,6 +567,7 @@ def meter_batch(
             pi[s, PI_HASH] = np.int64(h)
             pi[s, PI_FIRST] = ts
             pi[s, PI_LAST] = ts
+            seen[s] = ts
             pi[s, PI_USED] = 1
             pi[s, PI_UID] = meta[M_NEXT_UID]
             meta[M_NEXT_UID] += 1
@@ -564,6 +586,7 @@ def meter_batch(
         d = 0 if (pi[s, PI_ORIG_IS_A] == 1) == src_is_a else 1
         if ts > pi[s, PI_LAST]:
             pi[s, PI_LAST] = ts
+            seen[s] = ts
         pi[s, PI_PKTS + d] += 1
         pi[s, PI_BYTES + d] += cols[i, C_WIRELEN]
         pi[s, PI_IPBYTES + d] += cols[i, C_IPLEN]
