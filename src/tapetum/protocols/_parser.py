@@ -7,6 +7,7 @@ malformed input through it, so counting and warning live in one place.
 
 from __future__ import annotations
 
+import re
 from typing import ClassVar
 
 from tapetum.protocols.base import ProtocolCounters
@@ -15,12 +16,20 @@ from tapetum.records import AppEvent, FlowRef
 MAX_WARNINGS = 100
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    return f"\\x{ord(match.group()):02x}"
+
+
 def printable(raw: bytes) -> str:
-    """Text of protocol bytes for logs: UTF-8 when valid, anything unprintable as \\xNN."""
+    """Text of protocol bytes for logs: UTF-8 when valid, invalid bytes and control
+    characters as \\xNN escapes (scanned by the regex engine, not a Python loop)."""
     text = raw.decode("utf-8", "backslashreplace")
     if text.isprintable():
         return text
-    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
+    return _CONTROL.sub(_escape, text)
 
 
 class MalformedError(Exception):

@@ -143,6 +143,10 @@ class HttpParser(Parser):
         if side.ts_ns is None:
             side.ts_ns = ts_ns
         buf = side.buf
+        # Where this segment's bytes start: a header end can only be found from just before
+        # there (what came before was searched already), so a header block that arrives a
+        # byte at a time costs linear, not quadratic, time.
+        fresh = len(buf) - 3
         buf += data
         pos = 0
         size = len(buf)
@@ -171,7 +175,7 @@ class HttpParser(Parser):
                     if pos >= size:
                         side.ts_ns = None
                         break
-                    end = _HEAD_END.search(buf, pos)
+                    end = _HEAD_END.search(buf, max(pos, fresh))
                     if end is None:
                         self._check_incomplete_head(side, from_client, bytes(buf[pos : pos + 26]))
                         if size - pos > self._header_limit:

@@ -10,7 +10,8 @@ Fingerprints:
 - JA4 follows the FoxIO specification (technical_details/JA4.md): GREASE ignored everywhere
   (also in signature algorithms, as FoxIO's implementations do since their fix d66336ef); the
   ALPN part uses the specification's rule for non-alphanumeric bytes (hex first/last
-  characters) and for one-character values (the character twice).
+  characters) and for one-character values (the character twice). FoxIO's code has since
+  diverged on these two edge cases ("9" for non-ASCII, "x0" for "x"); we follow the text.
 
 One `TlsEvent` per flow: once the server's cleartext handshake is over (Certificate seen,
 ServerHelloDone, TLS 1.3 negotiated, or the server switched to encryption), or at the end of the
@@ -618,9 +619,10 @@ class TlsParser(Parser):
             if ctype == 22:
                 d.handshake += records[start:pos]
                 self._handshake_messages(d, from_client)
-            elif ctype == 20 or ctype == 23:
+            elif ctype == 23 or (ctype == 20 and (from_client or self._hs.server_hello)):
                 # ChangeCipherSpec or application data: the rest of this direction is
-                # encrypted.
+                # encrypted. (A server's CCS before its final ServerHello is TLS 1.3's
+                # middlebox-compatibility dummy after a HelloRetryRequest: read on.)
                 d.stopped = True
                 if not from_client:
                     self._server_flight_over = True
@@ -654,7 +656,7 @@ class TlsParser(Parser):
                 if mtype == 11 and not from_client and not self._hs.cert_seen:
                     # A long chain need not be complete: the first certificate is enough.
                     try:
-                        self._early_certificate(bytes(hs[pos + 4 : size]))
+                        self._early_certificate(hs, pos + 4, size)
                     except MalformedError as exc:
                         self._stop(d, str(exc))
                         return
@@ -708,12 +710,14 @@ class TlsParser(Parser):
         if cert.problems:
             self.malformed("; ".join(cert.problems))
 
-    def _early_certificate(self, partial: bytes) -> None:
-        if len(partial) < 6:
+    def _early_certificate(self, hs: bytearray, start: int, size: int) -> None:
+        # Copies the bytes only once the first certificate is complete: a chain sent in tiny
+        # records must not cost a copy of the growing buffer per record.
+        if size - start < 6:
             return
-        cert_len = (partial[3] << 16) | (partial[4] << 8) | partial[5]
-        if 6 + cert_len <= len(partial):
-            self._certificate(partial)
+        cert_len = (hs[start + 3] << 16) | (hs[start + 4] << 8) | hs[start + 5]
+        if 6 + cert_len <= size - start:
+            self._certificate(bytes(hs[start : start + 6 + cert_len]))
 
     def _maybe_finish(self) -> None:
         hs = self._hs
