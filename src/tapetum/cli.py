@@ -11,6 +11,7 @@ import datetime as dt
 import io
 import json
 import sys
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,16 @@ def demo_capture() -> Path:
     return Path(str(resources.files("tapetum") / "data" / "demo.pcap"))
 
 
+def store_option(help_text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    return click.option(
+        "--store",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=DEFAULT_STORE,
+        show_default=True,
+        help=help_text,
+    )
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="tapetum")
 def main() -> None:
@@ -60,13 +71,7 @@ def _human_bytes(n: float) -> str:
 @main.command()
 @click.argument("captures", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--demo", is_flag=True, help="Analyse the small capture bundled with Tapetum.")
-@click.option(
-    "--store",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=DEFAULT_STORE,
-    show_default=True,
-    help="DuckDB file to store flows, metadata, alerts and incidents in.",
-)
+@store_option("DuckDB file to store flows, metadata, alerts and incidents in.")
 @click.option("--no-store", is_flag=True, help="Do not write the DuckDB store.")
 @click.option(
     "--jsonl",
@@ -268,13 +273,7 @@ def _print_summary(con: Console, s: Any, store: Path | None) -> None:
 
 @main.command()
 @click.argument("query")
-@click.option(
-    "--store",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=DEFAULT_STORE,
-    show_default=True,
-    help="DuckDB store written by `tapetum analyze`.",
-)
+@store_option("DuckDB store written by `tapetum analyze`.")
 @click.option(
     "--format",
     "fmt",

@@ -5,6 +5,7 @@ Every option has a default and a one-line doc. Each component receives only its 
 
 from __future__ import annotations
 
+import dataclasses
 import tomllib
 from pathlib import Path
 
@@ -13,36 +14,31 @@ import msgspec
 from tapetum.errors import ConfigError
 from tapetum.flows.meter import MeterConfig
 
+_METER = MeterConfig()  # the meter's own defaults are the one source of truth
+
 
 class MeterSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     #: Idle timeout of TCP connections, seconds (Zeek: tcp_inactivity_timeout).
-    tcp_idle_s: float = 300.0
+    tcp_idle_s: float = _METER.tcp_idle_s
     #: Seconds a closed (FIN both ways or RST) TCP connection lingers (Zeek: tcp_close_delay).
-    tcp_closed_s: float = 5.0
+    tcp_closed_s: float = _METER.tcp_closed_s
     #: Idle timeout of UDP flows, seconds.
-    udp_idle_s: float = 60.0
+    udp_idle_s: float = _METER.udp_idle_s
     #: Idle timeout of ICMP flows, seconds.
-    icmp_idle_s: float = 60.0
+    icmp_idle_s: float = _METER.icmp_idle_s
     #: Idle timeout of other IP protocols, seconds.
-    other_idle_s: float = 60.0
+    other_idle_s: float = _METER.other_idle_s
     #: Split flows longer than this many seconds (0: never, as in Zeek).
-    active_s: float = 0.0
+    active_s: float = _METER.active_s
     #: Cap on concurrent flows; beyond it the least recently active are evicted and counted.
-    max_flows: int = 4_000_000
+    max_flows: int = _METER.max_flows
     #: Community ID seed.
-    community_id_seed: int = 0
+    community_id_seed: int = _METER.seed
 
     def to_meter(self) -> MeterConfig:
-        return MeterConfig(
-            tcp_idle_s=self.tcp_idle_s,
-            tcp_closed_s=self.tcp_closed_s,
-            udp_idle_s=self.udp_idle_s,
-            icmp_idle_s=self.icmp_idle_s,
-            other_idle_s=self.other_idle_s,
-            active_s=self.active_s,
-            max_flows=self.max_flows,
-            seed=self.community_id_seed,
-        )
+        fields = msgspec.structs.asdict(self)
+        fields["seed"] = fields.pop("community_id_seed")
+        return dataclasses.replace(_METER, **fields)
 
 
 class ProtocolSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

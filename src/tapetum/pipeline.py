@@ -24,7 +24,8 @@ from tapetum.alerts.correlate import Correlator
 from tapetum.config import Config
 from tapetum.detectors.base import StreamingDetector
 from tapetum.errors import CaptureFormatError
-from tapetum.flows.key import addr_bytes, community_id, proto_name
+from tapetum.flows.community import community_id_array
+from tapetum.flows.key import addr_text_array, proto_name
 from tapetum.flows.meter import FlowBatch, FlowMeter, PacketFlows
 from tapetum.protocols.analyzer import ProtocolAnalyzer
 from tapetum.protocols.base import Segment
@@ -173,6 +174,7 @@ class Pipeline:
         self.summary = Summary()
         self._dns_ports = np.array(sorted(set(pc.dns_ports)), dtype=np.int64)
         self._refs: dict[int, FlowRef] = {}
+        self._addr_cache: dict[tuple[int, int], str] = {}
         self._services: dict[int, str] = {}
         self._status = np.zeros(len(D.STATUS_NAMES), dtype=np.int64)
         self._talker_bytes: defaultdict[str, int] = defaultdict(int)
@@ -268,37 +270,49 @@ class Pipeline:
 
     # -- stages ---------------------------------------------------------------------------
 
-    def _flow_ref(self, batch: PacketBatch, pf: PacketFlows, i: int) -> FlowRef:
-        uid = int(pf.uid[i])
-        ref = self._refs.get(uid)
-        if ref is not None:
-            return ref
-        c = batch.cols[i]
-        a = batch.addr[i]
-        from_orig = pf.direction[i] == 0
-        s_hi, s_lo, d_hi, d_lo = (int(x) for x in (a if from_orig else a[[2, 3, 0, 1]]))
-        sport, dport = int(c[D.C_SPORT]), int(c[D.C_DPORT])
-        if not from_orig:
-            sport, dport = dport, sport
-        src_b, dst_b = addr_bytes(s_hi, s_lo), addr_bytes(d_hi, d_lo)
-        proto = int(c[D.C_PROTO])
-        import socket
-
-        fam = socket.AF_INET if len(src_b) == 4 else socket.AF_INET6
-        ref = FlowRef(
-            flow_id=int(pf.flow_id[i]),
-            community_id=community_id(
-                src_b, dst_b, proto, sport, dport, self.config.meter.community_id_seed
-            ),
-            src_ip=socket.inet_ntop(fam, src_b),
-            src_port=sport,
-            dest_ip=socket.inet_ntop(fam, dst_b),
-            dest_port=dport,
-            proto=proto_name(proto),
-            vlan=tuple(vlan_list(int(c[D.C_VLAN]))),
+    def _new_flow_refs(self, batch: PacketBatch, pf: PacketFlows, idx: np.ndarray) -> None:
+        """FlowRefs for the flows of rows idx not seen before, built in bulk per batch."""
+        uids = pf.uid[idx]
+        known = self._refs
+        fresh = np.fromiter((u not in known for u in uids.tolist()), bool, uids.shape[0])
+        if not fresh.any():
+            return
+        _, first = np.unique(uids[fresh], return_index=True)
+        rows = idx[fresh][first]
+        a = batch.addr[rows]
+        c = batch.cols[rows]
+        orig = (pf.direction[rows] == 0)[:, None]
+        src = np.where(orig, a[:, 0:2], a[:, 2:4])
+        dst = np.where(orig, a[:, 2:4], a[:, 0:2])
+        sport = np.where(orig[:, 0], c[:, D.C_SPORT], c[:, D.C_DPORT])
+        dport = np.where(orig[:, 0], c[:, D.C_DPORT], c[:, D.C_SPORT])
+        proto = c[:, D.C_PROTO]
+        cids = community_id_array(
+            src[:, 0], src[:, 1], dst[:, 0], dst[:, 1], proto, sport, dport,
+            self.config.meter.community_id_seed,
+        )  # fmt: skip
+        src_ip = addr_text_array(src[:, 0], src[:, 1], self._addr_cache)
+        dest_ip = addr_text_array(dst[:, 0], dst[:, 1], self._addr_cache)
+        fields = zip(
+            pf.uid[rows].tolist(),
+            pf.flow_id[rows].tolist(),
+            sport.tolist(),
+            dport.tolist(),
+            proto.tolist(),
+            c[:, D.C_VLAN].tolist(),
+            strict=True,
         )
-        self._refs[uid] = ref
-        return ref
+        for k, (uid, fid, sp, dp, pr, vl) in enumerate(fields):
+            known[uid] = FlowRef(
+                flow_id=fid,
+                community_id=cids[k],
+                src_ip=src_ip[k],
+                src_port=sp,
+                dest_ip=dest_ip[k],
+                dest_port=dp,
+                proto=proto_name(pr),
+                vlan=tuple(vlan_list(vl)),
+            )
 
     def _feed_protocols(self, batch: PacketBatch, pf: PacketFlows) -> None:
         assert self.analyzer is not None
@@ -336,15 +350,13 @@ class Pipeline:
         foffs = sub[:, D.C_FILEOFF].tolist()
         uids = pf.uid[idx].tolist()
         orig = (pf.direction[idx] == 0).tolist()
+        self._new_flow_refs(batch, pf, idx)
         refs = self._refs
         feed = self.analyzer.feed
-        for k, i in enumerate(idx.tolist()):
+        for k in range(len(uids)):
             uid = uids[k]
-            ref = refs.get(uid)
-            if ref is None:
-                ref = self._flow_ref(batch, pf, i)
             feed(
-                ref,
+                refs[uid],
                 Segment(uid, ts[k], orig[k], ipp[k], buf[offs[k] : ends[k]].tobytes(),
                         seqs[k], flags[k], foffs[k]),
             )  # fmt: skip

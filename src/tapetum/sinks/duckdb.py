@@ -99,10 +99,6 @@ def connect(path: str | Path, *, read_only: bool = False) -> duckdb.DuckDBPyConn
 _TS_COLUMNS = frozenset({"ts", "first_seen", "last_seen"})
 
 
-def _ts(ns: int | None) -> Any:
-    return ns
-
-
 def _obj(values: list[Any]) -> np.ndarray:
     arr = np.empty(len(values), dtype=object)
     arr[:] = values
@@ -115,7 +111,7 @@ class DuckDBSink:
         self.run_id = run_id
         self.con = connect(self.path)
         self.con.execute(SCHEMA)
-        self._pending: dict[str, list[Record]] = {}
+        self._pending: dict[type, list[Record]] = {}
         self._flow_stage: list[dict[str, np.ndarray]] = []
         self._flow_staged = 0
         self._flow_sql = ""
@@ -236,7 +232,7 @@ class DuckDBSink:
 
     def write(self, records: list[Record]) -> None:
         for r in records:
-            self._pending.setdefault(type(r).__name__, []).append(r)
+            self._pending.setdefault(type(r), []).append(r)
         if sum(len(v) for v in self._pending.values()) >= RECORD_INSERT_ROWS:
             self._insert_records()
 
@@ -246,155 +242,84 @@ class DuckDBSink:
 
     def _insert_records(self) -> None:
         pending, self._pending = self._pending, {}
-        for kind, recs in pending.items():
-            if kind == "DnsEvent":
-                self._insert("dns", _dns_cols(recs))  # type: ignore[arg-type]
-            elif kind == "TlsEvent":
-                self._insert("tls", _tls_cols(recs))  # type: ignore[arg-type]
-            elif kind == "HttpEvent":
-                self._insert("http", _http_cols(recs))  # type: ignore[arg-type]
-            elif kind == "SshEvent":
-                self._insert("ssh", _ssh_cols(recs))  # type: ignore[arg-type]
-            elif kind == "Alert":
-                self._insert("alerts", _alert_cols(recs))  # type: ignore[arg-type]
-            elif kind == "Incident":
-                self._insert("incidents", _incident_cols(recs))  # type: ignore[arg-type]
+        for recs in pending.values():
+            if recs:
+                self._insert(*record_columns(recs))
 
     def close(self) -> None:
         self.flush()
         self.con.close()
 
 
-def _flow_cols(recs: list[Any]) -> dict[str, list[Any]]:
-    return {
-        "ts": [_ts(r.ts_ns) for r in recs],
-        "flow_id": [r.flow.flow_id for r in recs],
-        "community_id": [r.flow.community_id for r in recs],
-        "src_ip": [r.flow.src_ip for r in recs],
-        "src_port": [r.flow.src_port for r in recs],
-        "dest_ip": [r.flow.dest_ip for r in recs],
-        "dest_port": [r.flow.dest_port for r in recs],
-        "proto": [r.flow.proto for r in recs],
-    }
+def _get(record: Any, path: str) -> Any:
+    """Dotted attribute path; None propagates; tuples become lists, dicts JSON."""
+    value = record
+    for part in path.split("."):
+        if value is None:
+            return None
+        value = getattr(value, part)
+    if isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, dict):
+        return json.dumps(value)
+    return value
 
 
-def _dns_cols(recs: list[DnsEvent]) -> dict[str, list[Any]]:
-    c = _flow_cols(recs)
-    c.update(
-        type=[r.type for r in recs],
-        id=[r.id for r in recs],
-        query=[r.rrname for r in recs],
-        qtype=[r.rrtype for r in recs],
-        rcode=[r.rcode for r in recs],
-        rtt_ms=[r.rtt_ms for r in recs],
-        flags=[list(r.flags) for r in recs],
-        answers=[[a.rdata for a in r.answers] for r in recs],
-        answer_types=[[a.rrtype for a in r.answers] for r in recs],
-        ttls=[[a.ttl for a in r.answers] for r in recs],
-    )
-    return c
+_FLOW_REF = [
+    ("ts", "ts_ns"), ("flow_id", "flow.flow_id"), ("community_id", "flow.community_id"),
+    ("src_ip", "flow.src_ip"), ("src_port", "flow.src_port"), ("dest_ip", "flow.dest_ip"),
+    ("dest_port", "flow.dest_port"), ("proto", "flow.proto"),
+]  # fmt: skip
+
+#: Record type -> (table, [(column, attribute path)]). Columns not listed stay NULL.
+RECORD_COLUMNS: dict[type, tuple[str, list[tuple[str, str]]]] = {
+    DnsEvent: ("dns", [
+        *_FLOW_REF, ("type", "type"), ("id", "id"), ("query", "rrname"), ("qtype", "rrtype"),
+        ("rcode", "rcode"), ("rtt_ms", "rtt_ms"), ("flags", "flags"),
+    ]),
+    TlsEvent: ("tls", [
+        *_FLOW_REF, *((c, c) for c in (
+            "transport", "sni", "version", "client_versions", "cipher_suite", "client_alpns",
+            "server_alpns", "ja3_string", "ja3s_string", "ja4", "subject", "issuerdn", "serial",
+            "fingerprint", "notbefore", "notafter", "self_signed", "san",
+        )), ("ja3", "ja3_hash"), ("ja3s", "ja3s_hash"),
+    ]),
+    HttpEvent: ("http", [
+        *_FLOW_REF, ("method", "http_method"), ("hostname", "hostname"), ("url", "url"),
+        ("protocol", "protocol"), ("user_agent", "http_user_agent"), ("status", "status"),
+        ("length", "length"), ("content_type", "http_content_type"), ("referer", "http_refer"),
+        ("authorization_basic", "authorization_basic"),
+    ]),
+    SshEvent: ("ssh", [
+        *_FLOW_REF, ("client_proto_version", "client.proto_version"),
+        ("client_software", "client.software_version"),
+        ("server_proto_version", "server.proto_version"),
+        ("server_software", "server.software_version"),
+    ]),
+    Alert: ("alerts", [
+        *((c, c) for c in (
+            "alert_id", "signature", "signature_id", "category", "severity", "score", "entity",
+            "explanation", "mitre_technique_id", "mitre_tactic", "src_ip", "src_port",
+            "dest_ip", "dest_port", "proto", "flow_id", "community_id", "observed", "baseline",
+        )), ("ts", "ts_ns"), ("first_seen", "first_ts_ns"), ("last_seen", "last_ts_ns"),
+    ]),
+    Incident: ("incidents", [
+        *((c, c) for c in (
+            "incident_id", "entity", "title", "summary", "severity", "confidence", "stage",
+            "alert_count", "alert_ids", "signatures", "categories", "mitre_technique_id",
+            "mitre_tactic", "src_ip", "dest_ips",
+        )), ("ts", "ts_ns"), ("first_seen", "first_ts_ns"), ("last_seen", "last_ts_ns"),
+    ]),
+}  # fmt: skip
 
 
-def _tls_cols(recs: list[TlsEvent]) -> dict[str, list[Any]]:
-    c = _flow_cols(recs)
-    c.update(
-        transport=[r.transport for r in recs],
-        sni=[r.sni for r in recs],
-        version=[r.version for r in recs],
-        client_versions=[list(r.client_versions) for r in recs],
-        cipher_suite=[r.cipher_suite for r in recs],
-        client_alpns=[list(r.client_alpns) for r in recs],
-        server_alpns=[list(r.server_alpns) for r in recs],
-        ja3=[r.ja3_hash for r in recs],
-        ja3_string=[r.ja3_string for r in recs],
-        ja3s=[r.ja3s_hash for r in recs],
-        ja3s_string=[r.ja3s_string for r in recs],
-        ja4=[r.ja4 for r in recs],
-        subject=[r.subject for r in recs],
-        issuerdn=[r.issuerdn for r in recs],
-        serial=[r.serial for r in recs],
-        fingerprint=[r.fingerprint for r in recs],
-        notbefore=[r.notbefore for r in recs],
-        notafter=[r.notafter for r in recs],
-        self_signed=[r.self_signed for r in recs],
-        san=[list(r.san) for r in recs],
-    )
-    return c
-
-
-def _http_cols(recs: list[HttpEvent]) -> dict[str, list[Any]]:
-    c = _flow_cols(recs)
-    c.update(
-        method=[r.http_method for r in recs],
-        hostname=[r.hostname for r in recs],
-        url=[r.url for r in recs],
-        protocol=[r.protocol for r in recs],
-        user_agent=[r.http_user_agent for r in recs],
-        status=[r.status for r in recs],
-        length=[r.length for r in recs],
-        content_type=[r.http_content_type for r in recs],
-        referer=[r.http_refer for r in recs],
-        authorization_basic=[r.authorization_basic for r in recs],
-    )
-    return c
-
-
-def _ssh_cols(recs: list[SshEvent]) -> dict[str, list[Any]]:
-    c = _flow_cols(recs)
-    c.update(
-        client_proto_version=[r.client.proto_version if r.client else None for r in recs],
-        client_software=[r.client.software_version if r.client else None for r in recs],
-        server_proto_version=[r.server.proto_version if r.server else None for r in recs],
-        server_software=[r.server.software_version if r.server else None for r in recs],
-    )
-    return c
-
-
-def _alert_cols(recs: list[Alert]) -> dict[str, list[Any]]:
-    return {
-        "alert_id": [r.alert_id for r in recs],
-        "ts": [_ts(r.ts_ns) for r in recs],
-        "signature": [r.signature for r in recs],
-        "signature_id": [r.signature_id for r in recs],
-        "category": [r.category for r in recs],
-        "severity": [r.severity for r in recs],
-        "score": [r.score for r in recs],
-        "entity": [r.entity for r in recs],
-        "explanation": [r.explanation for r in recs],
-        "mitre_technique_id": [list(r.mitre_technique_id) for r in recs],
-        "mitre_tactic": [list(r.mitre_tactic) for r in recs],
-        "src_ip": [r.src_ip for r in recs],
-        "src_port": [r.src_port for r in recs],
-        "dest_ip": [r.dest_ip for r in recs],
-        "dest_port": [r.dest_port for r in recs],
-        "proto": [r.proto for r in recs],
-        "flow_id": [r.flow_id for r in recs],
-        "community_id": [r.community_id for r in recs],
-        "first_seen": [_ts(r.first_ts_ns) for r in recs],
-        "last_seen": [_ts(r.last_ts_ns) for r in recs],
-        "observed": [json.dumps(r.observed) for r in recs],
-        "baseline": [json.dumps(r.baseline) for r in recs],
-    }
-
-
-def _incident_cols(recs: list[Incident]) -> dict[str, list[Any]]:
-    return {
-        "incident_id": [r.incident_id for r in recs],
-        "ts": [_ts(r.ts_ns) for r in recs],
-        "first_seen": [_ts(r.first_ts_ns) for r in recs],
-        "last_seen": [_ts(r.last_ts_ns) for r in recs],
-        "entity": [r.entity for r in recs],
-        "title": [r.title for r in recs],
-        "summary": [r.summary for r in recs],
-        "severity": [r.severity for r in recs],
-        "confidence": [r.confidence for r in recs],
-        "stage": [r.stage for r in recs],
-        "alert_count": [r.alert_count for r in recs],
-        "alert_ids": [list(r.alert_ids) for r in recs],
-        "signatures": [list(r.signatures) for r in recs],
-        "categories": [list(r.categories) for r in recs],
-        "mitre_technique_id": [list(r.mitre_technique_id) for r in recs],
-        "mitre_tactic": [list(r.mitre_tactic) for r in recs],
-        "src_ip": [r.src_ip for r in recs],
-        "dest_ips": [list(r.dest_ips) for r in recs],
-    }
+def record_columns(recs: list[Any]) -> tuple[str, dict[str, list[Any]]]:
+    """Column lists for records of one type."""
+    table, spec = RECORD_COLUMNS[type(recs[0])]
+    cols = {col: [_get(r, path) for r in recs] for col, path in spec}
+    if table == "dns":
+        # Answers are stored as parallel lists, one entry per resource record.
+        cols["answers"] = [[a.rdata for a in r.answers] for r in recs]
+        cols["answer_types"] = [[a.rrtype for a in r.answers] for r in recs]
+        cols["ttls"] = [[a.ttl for a in r.answers] for r in recs]
+    return table, cols
