@@ -493,7 +493,9 @@ def http_response(
         f"Content-Type: {content_type}\r\nContent-Length: {size}\r\nConnection: keep-alive\r\n"
         f"Cache-Control: max-age={ctx.rng.choice((0, 60, 3600, 86400))}\r\n\r\n"
     ).encode()
-    if content_type.startswith(("text", "application/j")):
+    if size == 0:
+        body = b""  # a 304 (or empty 200) has no body: a PNG of minimum size would be 57 bytes
+    elif content_type.startswith(("text", "application/j")):
         body = _text(ctx, size)
     elif content_type == "image/png":
         body = _png(ctx, size)
