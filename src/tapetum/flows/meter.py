@@ -250,6 +250,7 @@ class FlowMeter:
         self.meta[T.M_NEXT_UID] = 1
         self.meta[T.M_NEXT_SWEEP] = np.iinfo(np.int64).min
         self.meta[T.M_NOW] = np.iinfo(np.int64).min
+        self._out: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
         self.frag = np.zeros((4096, 4), dtype=np.int64)
         self.frag[:, 0] = -1
 
@@ -301,10 +302,17 @@ class FlowMeter:
 
     def process(self, batch: PacketBatch) -> tuple[PacketFlows, list[FlowBatch]]:
         n = batch.n
-        out_uid = np.empty(n, dtype=np.int64)
-        out_fid = np.empty(n, dtype=np.int64)
-        out_dir = np.empty(n, dtype=np.int8)
-        out_payord = np.empty(n, dtype=np.int32)
+        # Reused across batches (fresh arrays per batch cost page faults): like the batch
+        # itself, the returned PacketFlows is valid until the next call.
+        if self._out is None or self._out[0].shape[0] < n:
+            size = max(n, 1 << 14)
+            self._out = (
+                np.empty(size, dtype=np.int64),
+                np.empty(size, dtype=np.int64),
+                np.empty(size, dtype=np.int8),
+                np.empty(size, dtype=np.int32),
+            )
+        out_uid, out_fid, out_dir, out_payord = (a[:n] for a in self._out)
         finished: list[FlowBatch] = []
         assert batch.cols.shape[1] == N_COLS
         i = 0

@@ -298,11 +298,18 @@ class CaptureReader:
         return self._rec_buf[0], self._rec_buf[1], self._rec_buf[2]
 
     def _finish_batch(
-        self, buf: np.ndarray, cols: np.ndarray, addr: np.ndarray, n: int, base: int
+        self,
+        buf: np.ndarray,
+        cols: np.ndarray,
+        addr: np.ndarray,
+        n: int,
+        base: int,
+        fileoff_done: bool = False,
     ) -> PacketBatch:
         cols = cols[:n]
         addr = addr[:n]
-        cols[:, C_FILEOFF] = cols[:, C_OFF] + base
+        if not fileoff_done:
+            cols[:, C_FILEOFF] = cols[:, C_OFF] + base
         decode_batch(buf, cols, addr, n, self.tunnels)
         self.counters.packets += n
         self.counters.bytes_captured += int(cols[:, C_CAPLEN].sum())
@@ -356,20 +363,12 @@ class CaptureReader:
                 bad_at = -1
                 pos = nxt
             cols, addr = self._columns(self.batch_packets)
-            off, caplen, wirelen = self._record_arrays()
-            assert self._rec_buf is not None
-            sec, frac = self._rec_buf[3], self._rec_buf[4]
-            n, pos, status = ix.index_pcap(
-                buf, fill, pos, swapped, max_caplen, off, caplen, wirelen, sec, frac, 0
+            n, pos, status, sec = ix.index_pcap_rows(
+                buf, fill, pos, swapped, max_caplen, nanos, linktype, base, cols
             )
             if n:
-                cols[:n, C_OFF] = off[:n]
-                cols[:n, C_CAPLEN] = caplen[:n]
-                cols[:n, C_WIRELEN] = wirelen[:n]
-                last_sec = int(sec[n - 1])
-                cols[:n, C_TS] = sec[:n] * 1_000_000_000 + (frac[:n] if nanos else frac[:n] * 1000)
-                cols[:n, C_LINKTYPE] = linktype
-                yield self._finish_batch(buf, cols, addr, n, base)
+                last_sec = sec
+                yield self._finish_batch(buf, cols, addr, n, base, fileoff_done=True)
             if status == ix.OUT_FULL:
                 continue
             if status == ix.BAD_RECORD:

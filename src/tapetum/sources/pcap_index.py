@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from tapetum.sources.decode import C_CAPLEN, C_FILEOFF, C_LINKTYPE, C_OFF, C_TS, C_WIRELEN
+
 # Walker status codes.
 NEED_MORE = 0  # a partial record at the end of the chunk
 OUT_FULL = 1  # the output arrays are full
@@ -49,37 +51,40 @@ def _u16(buf: np.ndarray, pos: int, swapped: bool) -> int:
 
 
 @njit(cache=True)
-def index_pcap(
+def index_pcap_rows(
     buf: np.ndarray,
     end: int,
     pos: int,
     swapped: bool,
     max_caplen: int,
-    out_off: np.ndarray,
-    out_caplen: np.ndarray,
-    out_wirelen: np.ndarray,
-    out_sec: np.ndarray,
-    out_frac: np.ndarray,
-    n0: int,
-) -> tuple[int, int, int]:
-    """Index classic pcap records in buf[pos:end]. Returns (n, pos, status)."""
-    n = n0
-    cap = out_off.shape[0]
+    nanos: bool,
+    linktype: int,
+    base: int,
+    cols: np.ndarray,
+) -> tuple[int, int, int, int]:
+    """Like `index_pcap`, writing straight into packet rows (C_TS, C_WIRELEN, C_CAPLEN, C_OFF,
+    C_LINKTYPE, C_FILEOFF). Returns (n, pos, status, seconds of the last record)."""
+    n = 0
+    cap = cols.shape[0]
+    last_sec = 0
+    mult = 1 if nanos else 1000
     while True:
         if pos + 16 > end:
-            return n, pos, NEED_MORE
+            return n, pos, NEED_MORE, last_sec
         caplen = _u32(buf, pos + 8, swapped)
         if caplen > max_caplen:
-            return n, pos, BAD_RECORD
+            return n, pos, BAD_RECORD, last_sec
         if pos + 16 + caplen > end:
-            return n, pos, NEED_MORE
+            return n, pos, NEED_MORE, last_sec
         if n >= cap:
-            return n, pos, OUT_FULL
-        out_sec[n] = _u32(buf, pos, swapped)
-        out_frac[n] = _u32(buf, pos + 4, swapped)
-        out_caplen[n] = caplen
-        out_wirelen[n] = _u32(buf, pos + 12, swapped)
-        out_off[n] = pos + 16
+            return n, pos, OUT_FULL, last_sec
+        last_sec = _u32(buf, pos, swapped)
+        cols[n, C_TS] = last_sec * 1_000_000_000 + _u32(buf, pos + 4, swapped) * mult
+        cols[n, C_WIRELEN] = _u32(buf, pos + 12, swapped)
+        cols[n, C_CAPLEN] = caplen
+        cols[n, C_OFF] = pos + 16
+        cols[n, C_LINKTYPE] = linktype
+        cols[n, C_FILEOFF] = base + pos + 16
         n += 1
         pos += 16 + caplen
 
