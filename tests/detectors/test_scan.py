@@ -144,3 +144,18 @@ def test_demo_capture_scan_is_one_incident() -> None:
     assert inc.alert_count == len(summary.alerts) == 2
     vertical = next(a for a in summary.alerts if a.signature == "scan.vertical")
     assert vertical.observed["distinct_ports"] >= 1000
+
+
+def test_nfstream_corpus_only_the_syn_scan_alerts() -> None:
+    """Noise check on 216 real captures of many protocols: only synscan.pcap (an nmap SYN scan
+    of scanme.nmap.org, 64.13.134.52) is a scan, and it is the only one that alerts."""
+    folder = data_path("nfstream", "pcaps")
+    alerting: dict[str, list[Alert]] = {}
+    for path in sorted(folder.iterdir()):
+        alerts = detect(path)
+        if alerts:
+            alerting[path.name] = alerts
+    assert set(alerting) == {"synscan.pcap"}
+    (a,) = alerting["synscan.pcap"]
+    assert a.signature == "scan.vertical" and a.dest_ip == "64.13.134.52"
+    assert a.observed["distinct_ports"] >= 1000
