@@ -172,6 +172,13 @@ class Pipeline:
         self.detectors = build_detectors(self.config) if detectors is None else detectors
         self.correlator = Correlator(self.config.incidents.gap_s)
         self.summary = Summary()
+        mcfg = self.config.meter
+        # A jump back in time beyond the shortest idle timeout would make flows that start
+        # after it expire early against the old clock: treat it as a new capture.
+        self._jump_ns = int(
+            min(mcfg.tcp_idle_s, mcfg.udp_idle_s, mcfg.icmp_idle_s, mcfg.other_idle_s) * 1e9
+        )
+        self.clock_jumps = 0
         self._dns_ports = np.array(sorted(set(pc.dns_ports)), dtype=np.int64)
         self._refs: dict[int, FlowRef] = {}
         self._addr_cache: dict[tuple[int, int], str] = {}
@@ -225,6 +232,9 @@ class Pipeline:
             return
         cols = batch.cols
         self._status += np.bincount(cols[:, D.C_STATUS], minlength=len(D.STATUS_NAMES))
+        now = self.meter.now_ns
+        if now is not None and int(cols[:, D.C_TS].min()) < now - self._jump_ns:
+            self._clock_jump()
         pf, finished = self.meter.process(batch)
         ip = pf.uid >= 0
         if ip.any():
@@ -236,6 +246,16 @@ class Pipeline:
         if self.analyzer is not None:
             self._feed_protocols(batch, pf)
         self._finish_flows(finished)
+
+    def _clock_jump(self) -> None:
+        """Time went back by more than any idle timeout (files out of order, a clock reset):
+        end everything in flight as at the end of a capture, then start a new clock. Otherwise
+        every new packet would look long expired next to the old clock."""
+        self.clock_jumps += 1
+        self._finish_flows(self.meter.flush())
+        for det in self.detectors:
+            self._alerts(det.flush())
+        self.meter.restart_clock()
 
     def finish(self) -> Summary:
         """End of input: flush flows, parsers and detectors; correlate; close nothing."""
@@ -257,6 +277,7 @@ class Pipeline:
         mc = self.meter.counters
         s.meter = {
             "flows": mc.flows,
+            "clock_jumps": self.clock_jumps,
             "peak_active_flows": mc.peak_active_flows,
             "evicted_flows": mc.evicted,
             "fragments_unmatched": mc.fragments_unmatched,

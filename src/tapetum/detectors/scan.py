@@ -57,6 +57,7 @@ class ScanDetector:
         #: Learned: per source and kind, the largest count seen in a window that did not alert.
         self.baseline_: dict[str, list[int]] = {}
         self._windows: dict[int, list[ProbeColumns]] = {}
+        self._ids: dict[str, int] = {}
         self._watermark = np.iinfo(np.int64).min
 
     # -- contract on feature rows ------------------------------------------------------------
@@ -185,7 +186,9 @@ class ScanDetector:
         return self._finalize(sorted(done))
 
     def flush(self) -> list[Alert]:
-        return self._finalize(sorted(self._windows))
+        alerts = self._finalize(sorted(self._windows))
+        self._watermark = np.iinfo(np.int64).min  # a new stream may start at any time
+        return alerts
 
     def _finalize(self, windows: list[int]) -> list[Alert]:
         alerts: list[Alert] = []
@@ -221,7 +224,12 @@ class ScanDetector:
             tactic = ("reconnaissance",)
         threshold = int(self._thresholds(_take_rows(rows, np.array([k])))[0])
         severity = 2 if n >= 10 * threshold else 3
-        key = f"{sig}|{src}|{dst if vertical else f'{proto}/{port}'}|{window}"
+        key = f"{sig}|{src}|{dst if vertical else f'{proto}/{port}'}|{window}|{rows.first_ns[k]}"
+        # The same key twice (the same capture read twice in one run): number the repeats.
+        seen = self._ids.get(key, 0)
+        self._ids[key] = seen + 1
+        if seen:
+            key += f"|{seen}"
         dur = (int(rows.last_ns[k]) - int(rows.first_ns[k])) / 1e9
         unit = "distinct_ports" if vertical else "distinct_hosts"
         base = self.baseline_.get(src, [0, 0])[0 if vertical else 1]

@@ -297,6 +297,18 @@ class FlowMeter:
         self.counters.grows += 1
 
     @property
+    def now_ns(self) -> int | None:
+        """The capture clock: the latest packet time seen (None before the first packet)."""
+        v = int(self.meta[T.M_NOW])
+        return None if v == np.iinfo(np.int64).min else v
+
+    def restart_clock(self) -> None:
+        """Forget the capture clock (after `flush`): the next packet sets it again."""
+        assert self.active_flows == 0, "restart_clock needs an empty table: flush first"
+        self.meta[T.M_NOW] = np.iinfo(np.int64).min
+        self.meta[T.M_NEXT_SWEEP] = np.iinfo(np.int64).min
+
+    @property
     def active_flows(self) -> int:
         return int(self.meta[T.M_ACTIVE])
 

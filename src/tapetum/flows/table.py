@@ -526,7 +526,9 @@ def meter_batch(
             j = (j + 1) & mask
         tcp_flags = cols[i, C_FLAGS] if proto == 6 else 0
         if s >= 0:
-            r = _expired(pi, s, now, params)
+            # Judged by this packet's own time, so packets slightly out of order (merged
+            # interfaces) do not end their flow; the sweep uses the capture's clock.
+            r = _expired(pi, s, ts, params)
             if (
                 r == R_ACTIVE
                 and proto == 6
