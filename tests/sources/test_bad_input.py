@@ -294,3 +294,22 @@ def test_mutations_keep_everything_before_the_first_change(
         else:
             del data[at : at + arg]
     _check(bytes(data), intact, first, tmp_path)
+
+
+def test_caplen_over_snaplen_and_wirelen_is_kept_and_reported(tmp_path: Path) -> None:
+    """libpcap keeps such records; so do we, with a warning naming the record's offset."""
+    frame = bytes(14) + bytes([0x45]) + bytes(19)  # Ethernet + an IPv4 header's worth
+    records = [
+        struct.pack("<IIII", 1, 0, len(frame), len(frame)) + frame,
+        struct.pack("<IIII", 2, 0, len(frame), 20) + frame,  # caplen 34 > wirelen 20
+    ]
+    data = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 30, 1) + b"".join(records)
+    path = tmp_path / "lengths.pcap"
+    path.write_bytes(data)
+    with CaptureReader(path) as reader:
+        n = sum(b.n for b in reader)
+    assert n == 2
+    kinds = {w.kind: w for w in reader.warnings}
+    assert kinds["caplen_over_snaplen"].offset == 24  # the first record: 34 > snaplen 30
+    assert kinds["caplen_over_wirelen"].offset == 24 + 16 + len(frame)
+    assert reader.counters.warnings_by_kind["caplen_over_snaplen"] == 1

@@ -189,6 +189,7 @@ class CaptureReader:
         self._addr_buf: np.ndarray | None = None
         self._rec_buf: np.ndarray | None = None
         self._bad_detail = ""
+        self._snaplen = 0
         self._stream_pos = 0  # bytes consumed from the (decompressed) stream into buffers
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -310,11 +311,30 @@ class CaptureReader:
         addr = addr[:n]
         if not fileoff_done:
             cols[:, C_FILEOFF] = cols[:, C_OFF] + base
+        self._check_lengths(cols)
         decode_batch(buf, cols, addr, n, self.tunnels)
         self.counters.packets += n
         self.counters.bytes_captured += int(cols[:, C_CAPLEN].sum())
         self.counters.bytes_on_wire += int(cols[:, C_WIRELEN].sum())
         return PacketBatch(buf=buf, cols=cols, addr=addr, n=n, path=self.path)
+
+    def _check_lengths(self, cols: np.ndarray) -> None:
+        """Records longer than the file's snaplen or than the packet itself are kept as
+        recorded (libpcap tolerates both), but counted and reported."""
+        caplen = cols[:, C_CAPLEN]
+        checks = [("caplen_over_wirelen", caplen > cols[:, C_WIRELEN], "its original length")]
+        if self._snaplen > 0:
+            checks.append(("caplen_over_snaplen", caplen > self._snaplen, "the file's snaplen"))
+        for kind, bad, what in checks:
+            if bad.any():
+                first = int(np.argmax(bad))
+                count = int(bad.sum())
+                self.warn(
+                    int(cols[first, C_FILEOFF]) - 16,
+                    kind,
+                    f"{count} record(s) in this batch capture more bytes than {what}; "
+                    "kept as recorded",
+                )
 
     # -- classic pcap -----------------------------------------------------------------------
 
@@ -341,6 +361,7 @@ class CaptureReader:
         max_caplen = self.max_caplen
         if snaplen > max_caplen:
             self.counters.oversize_snaplen += 1
+        self._snaplen = snaplen
         pos = 24
         base = 0  # file offset of buf[0]
         last_sec = 0
