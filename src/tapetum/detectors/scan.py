@@ -107,7 +107,13 @@ class ScanDetector:
         for k in idx.tolist():
             src = addr_text(int(rows.src_hi[k]), int(rows.src_lo[k]))
             n = int(rows.distinct_targets[k])
-            dur = _fmt_duration((int(rows.last_ns[k]) - int(rows.first_ns[k])) / 1e9)
+            span = (int(rows.last_ns[k]) - int(rows.first_ns[k])) / 1e9
+            core = (int(rows.core_last_ns[k]) - int(rows.core_first_ns[k])) / 1e9
+            dur = _fmt_duration(span)
+            if n >= 20 and span > 2 * core + 1.0:
+                # Stragglers (a retry, a later sweep of the same host) stretch the span.
+                dur = f"{_fmt_duration(core)} (90% of probes; all within {_fmt_duration(span)})"
+
             window = _fmt_duration(self.config.window_s)
             normal = int(base[k])
             proto = proto_name(int(rows.proto[k]))
@@ -135,9 +141,9 @@ class ScanDetector:
                     what = f"{src} probed port {port}/{proto.lower()} on {n:,} hosts in {dur}"
                 extra = f"{answered:,} answered"
                 unit = "hosts"
-            seen = "" if src in self.baseline_ else " (no earlier activity from this host)"
+            seen = "" if src in self.baseline_ else " (no earlier activity seen)"
             out.append(
-                f"{what} ({extra}); normal for this host: {normal:,} {unit} per {window}{seen}"
+                f"{what}; {extra}; normal for this host: {normal:,} {unit} per {window}{seen}"
             )
         return out
 

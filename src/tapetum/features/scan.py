@@ -100,6 +100,9 @@ class ScanRows:
     answered_targets: np.ndarray
     first_ns: np.ndarray
     last_ns: np.ndarray
+    #: Start times of the 5th and 95th percentile probe: where the bulk of the scan happened.
+    core_first_ns: np.ndarray
+    core_last_ns: np.ndarray
 
     def __len__(self) -> int:
         return int(self.kind.shape[0])
@@ -129,7 +132,7 @@ def aggregate(p: ProbeColumns) -> ScanRows:
     if len(p) == 0:
         z = np.zeros(0, dtype=np.int64)
         zu = np.zeros(0, dtype=np.uint64)
-        return ScanRows(z, zu, zu, zu, zu, z, z, z, z, z, z, z)
+        return ScanRows(z, zu, zu, zu, zu, z, z, z, z, z, z, z, z, z)
     u = np.uint64
     proto = p.proto.astype(u)
     dport = p.dport.astype(u)
@@ -155,6 +158,12 @@ def aggregate(p: ProbeColumns) -> ScanRows:
         np.minimum.at(first_ns, ginv, p.start_ns)
         last_ns = np.zeros(ng, dtype=np.int64)
         np.maximum.at(last_ns, ginv, p.end_ns)
+        # Percentile probe starts per group: sort by (group, start), index into each run.
+        order = np.lexsort((p.start_ns, ginv))
+        starts = p.start_ns[order]
+        offsets = np.concatenate([[0], np.cumsum(probes)[:-1]])
+        core_first_ns = starts[offsets + np.floor(0.05 * (probes - 1)).astype(np.int64)]
+        core_last_ns = starts[offsets + np.ceil(0.95 * (probes - 1)).astype(np.int64)]
         zero = np.zeros(ng, dtype=np.uint64)
         parts.append(
             ScanRows(
@@ -170,6 +179,8 @@ def aggregate(p: ProbeColumns) -> ScanRows:
                 answered_targets=answered.astype(np.int64),
                 first_ns=first_ns,
                 last_ns=last_ns,
+                core_first_ns=core_first_ns,
+                core_last_ns=core_last_ns,
             )
         )
     return ScanRows(*(np.concatenate([getattr(r, f) for r in parts]) for f in ScanRows.__slots__))
