@@ -237,6 +237,13 @@ def _print_summary(con: Console, s: Any, store: Path | None) -> None:
             top = ", ".join(f"{k} ({v})" for k, v in counter.most_common(5))
             more = f" … +{len(counter) - 5} more" if len(counter) > 5 else ""
             con.print(f"[bold]{title}[/bold]: {top}{more}")
+    dropped = {k: v for k, v in s.meter.items() if v and k not in ("flows", "peak_active_flows")}
+    dropped.update({k: v for k, v in s.protocol_stats.items() if v})
+    if dropped:
+        con.print(
+            "[bold]Counted[/bold]: "
+            + ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in sorted(dropped.items()))
+        )
     mal = {k: v for k, v in s.protocol_malformed.items() if v}
     if mal:
         con.print(

@@ -90,6 +90,8 @@ class Summary:
     protocol_parsed: dict[str, int] = field(default_factory=dict)
     protocol_malformed: dict[str, int] = field(default_factory=dict)
     protocol_warnings: list[str] = field(default_factory=list)
+    #: Protocol-stage counts that are not about one protocol: flows evicted, TCP gaps, caps.
+    protocol_stats: dict[str, int] = field(default_factory=dict)
 
     @property
     def duration_s(self) -> float:
@@ -135,6 +137,7 @@ class Summary:
             "protocol_parsed": self.protocol_parsed,
             "protocol_malformed": self.protocol_malformed,
             "protocol_warnings": self.protocol_warnings,
+            "protocol_stats": self.protocol_stats,
             "alerts": [alert_event(a) for a in self.alerts],
             "incidents": [incident_event(i) for i in self.incidents],
         }
@@ -287,6 +290,7 @@ class Pipeline:
             s.protocol_parsed = dict(self.analyzer.counters.parsed)
             s.protocol_malformed = dict(self.analyzer.counters.malformed)
             s.protocol_warnings = list(self.analyzer.warnings[:20])
+            s.protocol_stats = {k: int(v) for k, v in self.analyzer.stats.items()}
         return s
 
     # -- stages ---------------------------------------------------------------------------
