@@ -8,7 +8,8 @@ malformed input through it, so counting and warning live in one place.
 from __future__ import annotations
 
 import re
-from typing import ClassVar
+from collections.abc import Callable
+from typing import ClassVar, Generic, TypeVar
 
 from tapetum.protocols.base import ProtocolCounters
 from tapetum.records import AppEvent, FlowRef
@@ -32,6 +33,49 @@ def printable(raw: bytes) -> str:
     return _CONTROL.sub(_escape, text)
 
 
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+class BoundedCache(Generic[_K, _V]):
+    """A memo of a pure function's results, bounded in entries and in weight.
+
+    The weight of an entry is what the caller says it costs (roughly bytes); an entry heavier
+    than `max_weight` is not kept. When a bound would be exceeded the oldest entries go first
+    (FIFO: a hit costs one dict lookup, nothing is reordered). Used for what servers and
+    clients repeat from flow to flow (certificates, hello fingerprints, DNS messages), so one
+    analyzer pays for each distinct value about once.
+    """
+
+    __slots__ = ("_data", "_max_entries", "_max_weight", "_weight", "_weights", "get")
+
+    def __init__(self, max_entries: int, max_weight: int) -> None:
+        self._data: dict[_K, _V] = {}
+        self._weights: dict[_K, int] = {}
+        self._max_entries = max_entries
+        self._max_weight = max_weight
+        self._weight = 0
+        #: The value remembered for a key, or None.
+        self.get: Callable[[_K], _V | None] = self._data.get
+
+    def put(self, key: _K, value: _V, weight: int = 1) -> None:
+        if weight > self._max_weight:
+            return
+        data = self._data
+        weights = self._weights
+        self._weight += weight - weights.pop(key, 0)
+        data.pop(key, None)
+        data[key] = value
+        weights[key] = weight
+        while len(data) > self._max_entries or self._weight > self._max_weight:
+            oldest = next(iter(data))
+            del data[oldest]
+            self._weight -= weights.pop(oldest)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
 class MalformedError(Exception):
     """Input that cannot be what its protocol says; the message names what was wrong."""
 
@@ -39,7 +83,7 @@ class MalformedError(Exception):
 class EventSink:
     """Collects events, counters, bounded warnings and internal statistics for one analyzer."""
 
-    __slots__ = ("counters", "events", "file_offset", "stats", "warnings")
+    __slots__ = ("counters", "events", "file_offset", "memos", "stats", "warnings")
 
     def __init__(self) -> None:
         self.events: list[AppEvent] = []
@@ -49,6 +93,8 @@ class EventSink:
         self.stats: dict[str, int] = {}
         #: File offset of the segment being processed, -1 when unknown.
         self.file_offset = -1
+        #: Bounded memos shared by this analyzer's parsers, one per kind (see `BoundedCache`).
+        self.memos: dict[type, object] = {}
 
     def emit(self, proto: str, event: AppEvent) -> None:
         self.events.append(event)

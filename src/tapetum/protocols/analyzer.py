@@ -14,6 +14,8 @@ sequence number.
 State is bounded: at most `max_flows` flows (least recently fed evicted first, after flushing
 their pending events, counted in `stats["flows_evicted"]`), and at most
 `max_bytes_per_direction` bytes buffered per direction by the reassembly and by each parser.
+What parsers remember across flows (certificates, hello fingerprints, DNS messages seen with
+another ID) lives in bounded memos owned by this analyzer (`BoundedCache`).
 Parsers never raise to the caller: a malformed input is counted in `counters.malformed` and
 described in `warnings` (the first `MAX_WARNINGS`, with the file offset when known).
 """
@@ -114,6 +116,10 @@ class ProtocolAnalyzer:
 
     def feed(self, flow: FlowRef, segment: Segment) -> None:
         """Take one packet's payload; called in capture order."""
+        uid = segment.flow_uid
+        state = self._flows.get(uid)
+        if state is not None and state.done:
+            return  # the commonest case: a flow already read or of no interest
         payload = segment.payload
         proto = segment.ip_proto
         if proto == 6:
@@ -121,12 +127,8 @@ class ProtocolAnalyzer:
                 return
         elif proto != 17 or not payload:
             return
-        uid = segment.flow_uid
-        state = self._flows.get(uid)
         if state is None:
             state = self._open(flow, uid, proto)
-        elif state.done:
-            return
         else:
             self._flows.move_to_end(uid)
         self._sink.file_offset = segment.file_offset
@@ -147,7 +149,7 @@ class ProtocolAnalyzer:
     def flow_ended(self, flow_uid: int) -> None:
         """Flush and forget one flow's state."""
         state = self._flows.pop(flow_uid, None)
-        if state is not None:
+        if state is not None and not state.done:  # a done flow holds nothing to flush
             self._sink.file_offset = -1
             self._finish(state)
 
@@ -178,7 +180,7 @@ class ProtocolAnalyzer:
             self._sink.bump("flows_evicted")
             self._sink.file_offset = -1
             self._finish(oldest)
-        state = _Flow(flow, uid, tcp=proto == 6)
+        state = _Flow(flow, uid, proto == 6)
         if flow.src_port in DNS_PORTS or flow.dest_port in DNS_PORTS:
             state.parser = DnsParser(self._sink, flow, uid, self._max_bytes)
         flows[uid] = state
@@ -236,24 +238,33 @@ class ProtocolAnalyzer:
             return
         seq = segment.tcp_seq
         payload = segment.payload
+        next_seq = d.next_seq
         if segment.tcp_flags & _SYN:
             seq = (seq + 1) & _SEQ_MASK  # the SYN takes one sequence number
-            if d.next_seq < 0:
-                d.next_seq = seq
+            if next_seq < 0:
+                d.next_seq = next_seq = seq
             if not payload:
                 return
-        if d.next_seq < 0:
-            d.next_seq = seq
-        delta = (seq - d.next_seq) & _SEQ_MASK
+        if next_seq < 0:
+            next_seq = seq  # stored below: the segment is in order by definition
+        delta = (seq - next_seq) & _SEQ_MASK
         if delta >= _HALF:  # starts before what was delivered: drop the repeated bytes
-            overlap = (d.next_seq - seq) & _SEQ_MASK
+            overlap = (next_seq - seq) & _SEQ_MASK
             if overlap >= len(payload):
                 return
             payload = payload[overlap:]
             delta = 0
         if delta == 0:
-            d.next_seq = (d.next_seq + len(payload)) & _SEQ_MASK
-            self._deliver(state, from_orig, payload, segment.ts_ns)
+            d.next_seq = (next_seq + len(payload)) & _SEQ_MASK
+            parser = state.parser
+            if parser is not None and not state.prefix:
+                # In order, to a chosen parser: what `_deliver` does, without its detours.
+                if state.undecided & (1 if from_orig else 2):
+                    parser.tcp_data(from_orig, payload, segment.ts_ns)
+                    if parser.done:
+                        self._retire(state)
+            else:
+                self._deliver(state, from_orig, payload, segment.ts_ns)
             if d.ooo and not state.done:
                 self._drain_out_of_order(state, d, from_orig, segment.ts_ns)
             return

@@ -11,12 +11,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import msgspec
+
 from tapetum.records import FlowRef
 
 
-@dataclass(frozen=True, slots=True)
-class Segment:
-    """One packet's transport payload, oriented by the flow's originator."""
+class Segment(msgspec.Struct, frozen=True, gc=False):
+    """One packet's transport payload, oriented by the flow's originator.
+
+    A Struct, not a dataclass: the pipeline builds one per packet it hands over, and a
+    Struct is built about ten times faster. Its fields are plain values, so it stays out of
+    the garbage collector's way (`gc=False`).
+    """
 
     flow_uid: int
     ts_ns: int

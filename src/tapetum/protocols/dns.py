@@ -13,9 +13,13 @@ retransmission: Zeek logs both), or when more than `MAX_PENDING` queries wait in
 from __future__ import annotations
 
 import ipaddress
+import socket
 import struct
+from functools import lru_cache
 
-from tapetum.protocols._parser import EventSink, MalformedError, Parser, printable
+import msgspec
+
+from tapetum.protocols._parser import BoundedCache, EventSink, MalformedError, Parser, printable
 from tapetum.records import DnsAnswer, DnsEvent, FlowRef
 
 #: UDP/TCP ports that carry DNS: DNS, mDNS, LLMNR.
@@ -33,6 +37,7 @@ NAME_STEPS_PER_MESSAGE = 4096
 
 _HEADER = struct.Struct("!HHHHHH")
 _RR = struct.Struct("!HHIH")
+_RR_FROM = _RR.unpack_from
 _H = struct.Struct("!H")
 
 RRTYPE_NAMES: dict[int, str] = {
@@ -157,16 +162,37 @@ def read_name(buf: bytes, off: int, budget: _Budget | None = None) -> tuple[str,
     """Decode the possibly compressed name at `off`; return it and the offset just after it."""
     if budget is None:
         budget = _Budget()
+    name, end, budget.steps = _read_name(buf, off, budget.steps)
+    return name, end
+
+
+#: Names already decoded in one message: start offset -> (name, steps used, bytes counted).
+#: The key `_READS_ID` is set when a compression pointer led into the message's ID.
+_Names = dict[int, tuple[str, int, int]]
+_READS_ID = -1
+
+
+def _read_name(
+    buf: bytes, off: int, steps: int, names: _Names | None = None
+) -> tuple[str, int, int]:
+    """`read_name` with the step budget passed as a number: (name, end, steps left).
+
+    With `names`, a pointer to where an earlier name of the message started (an answer's
+    owner pointing at the question, typically) reuses that name instead of decoding it again,
+    when the budget and the 255-byte limit show decoding it again would end the same way.
+    """
+    start = off
+    steps_before = steps
     n = len(buf)
-    labels: list[str] = []
+    labels: list[bytes] = []
     end = -1
     # A pointer must point before the start of the run of labels it ends, so targets strictly
     # decrease and a loop is impossible.
     run_start = off
     total = 0
     while True:
-        budget.steps -= 1
-        if budget.steps < 0:
+        steps -= 1
+        if steps < 0:
             raise MalformedError("names need too many labels and pointers to decode")
         if off >= n:
             raise MalformedError(f"name runs past the end of the message at offset {off}")
@@ -175,18 +201,35 @@ def read_name(buf: bytes, off: int, budget: _Budget | None = None) -> tuple[str,
             if end < 0:
                 end = off + 1
             break
-        kind = length & 0xC0
-        if kind == 0xC0:
-            if off + 1 >= n:
-                raise MalformedError("truncated compression pointer")
-            target = ((length & 0x3F) << 8) | buf[off + 1]
-            if end < 0:
-                end = off + 2
-            if target >= run_start:
-                raise MalformedError(f"compression pointer to {target} does not point backwards")
-            off = run_start = target
-            continue
-        if kind:
+        if length >= 0x40:
+            if length >= 0xC0:
+                if off + 1 >= n:
+                    raise MalformedError("truncated compression pointer")
+                target = ((length & 0x3F) << 8) | buf[off + 1]
+                if end < 0:
+                    end = off + 2
+                if target >= run_start:
+                    raise MalformedError(
+                        f"compression pointer to {target} does not point backwards"
+                    )
+                if names is not None:
+                    if target < 2:
+                        names[_READS_ID] = ("", 0, 0)
+                    known = names.get(target)
+                    # Decoding from `target` again would take the same steps over the same
+                    # labels (the state after a jump is that of a fresh start there), so it
+                    # fails exactly when these two sums overflow: then decode for the error.
+                    if known is not None and known[1] <= steps and total + known[2] <= 255:
+                        suffix, used, size = known
+                        steps -= used
+                        total += size
+                        if labels:
+                            prefix = _labels_text(labels)
+                            suffix = f"{prefix}.{suffix}" if suffix else prefix
+                        names[start] = (suffix, steps_before - steps, total)
+                        return suffix, end, steps
+                off = run_start = target
+                continue
             raise MalformedError(f"reserved label type 0x{length:02x}")
         off += 1
         stop = off + length
@@ -195,9 +238,24 @@ def read_name(buf: bytes, off: int, budget: _Budget | None = None) -> tuple[str,
         total += length + 1
         if total > 255:
             raise MalformedError("name longer than 255 bytes")
-        labels.append(printable(buf[off:stop]))
+        labels.append(buf[off:stop])
         off = stop
-    return ".".join(labels), end
+    text = _labels_text(labels)
+    if names is not None:
+        names[start] = (text, steps_before - steps, total)
+    return text, end, steps
+
+
+def _labels_text(labels: list[bytes]) -> str:
+    """Labels joined by ".", each as `printable` shows it."""
+    # Printable ASCII (nearly every name) is its own text; "." cannot change how the labels
+    # around it decode. Anything else is escaped label by label.
+    raw = b".".join(labels)
+    if raw.isascii():
+        text = raw.decode("ascii")
+        if text.isprintable():
+            return text
+    return ".".join([printable(label) for label in labels])
 
 
 #: Character-strings read from one TXT record (real ones have a handful).
@@ -218,53 +276,60 @@ def _character_strings(buf: bytes, off: int, end: int) -> list[str]:
     return out
 
 
-def _rdata(buf: bytes, off: int, end: int, rrtype: int, budget: _Budget) -> str:
+@lru_cache(maxsize=4096)
+def _ipv6_text(raw: bytes) -> str:
+    return ipaddress.IPv6Address(raw).compressed
+
+
+_ipv4_text = socket.inet_ntoa  # "a.b.c.d" of 4 bytes
+
+
+def _rdata(
+    buf: bytes, off: int, end: int, rrtype: int, steps: int, names: _Names
+) -> tuple[str, int]:
+    """The text of one record's data and the name-step budget left."""
     rdlen = end - off
     if rrtype == 1 and rdlen == 4:
-        return f"{buf[off]}.{buf[off + 1]}.{buf[off + 2]}.{buf[off + 3]}"
+        return _ipv4_text(buf[off:end]), steps
     if rrtype == 28 and rdlen == 16:
-        return ipaddress.IPv6Address(buf[off:end]).compressed
+        return _ipv6_text(buf[off:end]), steps
     if rrtype in (2, 5, 12, 39):  # NS, CNAME, PTR, DNAME: one name
-        return read_name(buf, off, budget)[0]
+        name, _, steps = _read_name(buf, off, steps, names)
+        return name, steps
     if rrtype == 15 and rdlen >= 3:  # MX: preference and exchange
-        return f"{_H.unpack_from(buf, off)[0]} {read_name(buf, off + 2, budget)[0]}"
+        name, _, steps = _read_name(buf, off + 2, steps, names)
+        return f"{_H.unpack_from(buf, off)[0]} {name}", steps
     if rrtype in (16, 99):  # TXT, SPF: strings concatenated, as SPF and DKIM read them
-        return "".join(_character_strings(buf, off, end))
+        return "".join(_character_strings(buf, off, end)), steps
     if rrtype == 33 and rdlen >= 7:  # SRV: dig's "priority weight port target"
         prio, weight, port = struct.unpack_from("!HHH", buf, off)
-        return f"{prio} {weight} {port} {read_name(buf, off + 6, budget)[0]}"
+        name, _, steps = _read_name(buf, off + 6, steps, names)
+        return f"{prio} {weight} {port} {name}", steps
     if rrtype == 6:  # SOA: dig's "mname rname serial refresh retry expire minimum"
-        mname, pos = read_name(buf, off, budget)
-        rname, pos = read_name(buf, pos, budget)
+        mname, pos, steps = _read_name(buf, off, steps, names)
+        rname, pos, steps = _read_name(buf, pos, steps, names)
         if pos + 20 > end:
             raise MalformedError("SOA record too short")
         numbers = struct.unpack_from("!IIIII", buf, pos)
-        return " ".join((mname, rname, *(str(x) for x in numbers)))
+        return " ".join((mname, rname, *(str(x) for x in numbers))), steps
     # Anything else (and the types above with an impossible length): hex, bounded.
-    return buf[off : min(end, off + MAX_RDATA_HEX_BYTES)].hex()
+    return buf[off : min(end, off + MAX_RDATA_HEX_BYTES)].hex(), steps
 
 
-class DnsMessage:
-    """The parts of one DNS message that a `DnsEvent` needs."""
+class DnsMessage(msgspec.Struct, gc=False):
+    """The parts of one DNS message that a `DnsEvent` needs.
 
-    __slots__ = ("answers", "error", "flags", "ident", "qname", "qtype")
+    (A Struct: one is made per message. Its fields cannot lead back to it, so the garbage
+    collector need not track it.)
+    """
 
-    def __init__(
-        self,
-        ident: int,
-        flags: int,
-        qname: str | None,
-        qtype: int | None,
-        answers: tuple[DnsAnswer, ...],
-        error: str | None,
-    ) -> None:
-        self.ident = ident
-        self.flags = flags
-        self.qname = qname
-        self.qtype = qtype
-        self.answers = answers
-        #: Set when the answer section was cut short: what was read before is kept.
-        self.error = error
+    ident: int
+    flags: int
+    qname: str | None
+    qtype: int | None
+    answers: tuple[DnsAnswer, ...]
+    #: Set when the answer section was cut short: what was read before is kept.
+    error: str | None
 
     @property
     def is_response(self) -> bool:
@@ -273,6 +338,10 @@ class DnsMessage:
 
 def parse_message(buf: bytes) -> DnsMessage:
     """Parse header, first question and answer section. Raises `MalformedError`."""
+    return _parse_message(buf, {})
+
+
+def _parse_message(buf: bytes, names: _Names) -> DnsMessage:
     n = len(buf)
     if n < 12:
         raise MalformedError(f"DNS message of {n} bytes is shorter than its header")
@@ -283,70 +352,132 @@ def parse_message(buf: bytes) -> DnsMessage:
     off = 12
     qname: str | None = None
     qtype: int | None = None
-    budget = _Budget()
+    steps = NAME_STEPS_PER_MESSAGE
     for i in range(qdcount):
-        name, off = read_name(buf, off, budget)
+        name, off, steps = _read_name(buf, off, steps, names)
         if off + 4 > n:
             raise MalformedError("question runs past the end of the message")
         if i == 0:
             qname = name
-            qtype = _H.unpack_from(buf, off)[0]
+            qtype = (buf[off] << 8) | buf[off + 1]
         off += 4
     answers: list[DnsAnswer] = []
     error: str | None = None
-    try:
-        for _ in range(min(ancount, MAX_ANSWERS)):
-            name, off = read_name(buf, off, budget)
-            if off + 10 > n:
-                raise MalformedError("resource record header runs past the end of the message")
-            rrtype, _rrclass, ttl, rdlen = _RR.unpack_from(buf, off)
-            off += 10
-            end = off + rdlen
-            if end > n:
-                raise MalformedError("rdata runs past the end of the message")
-            answers.append(
-                DnsAnswer(
-                    rrname=name,
-                    rrtype=rrtype_name(rrtype),
-                    ttl=ttl,
-                    rdata=_rdata(buf, off, end, rrtype, budget),
+    if ancount:
+        try:
+            for _ in range(min(ancount, MAX_ANSWERS)):
+                name, off, steps = _read_name(buf, off, steps, names)
+                if off + 10 > n:
+                    raise MalformedError("resource record header runs past the end of the message")
+                rrtype, _rrclass, ttl, rdlen = _RR_FROM(buf, off)
+                off += 10
+                end = off + rdlen
+                if end > n:
+                    raise MalformedError("rdata runs past the end of the message")
+                rdata, steps = _rdata(buf, off, end, rrtype, steps, names)
+                answers.append(
+                    DnsAnswer(
+                        rrname=name,
+                        rrtype=RRTYPE_NAMES.get(rrtype) or f"TYPE{rrtype}",
+                        ttl=ttl,
+                        rdata=rdata,
+                    )
                 )
-            )
-            off = end
-    except MalformedError as exc:
-        error = f"answer section: {exc}"
+                off = end
+        except MalformedError as exc:
+            error = f"answer section: {exc}"
     return DnsMessage(ident, flags, qname, qtype, tuple(answers), error)
 
 
-class _Pending:
-    __slots__ = ("msg", "ts_ns")
+#: Distinct messages (ID aside) remembered per analyzer, and the rough bytes they may hold.
+MEMO_ENTRIES = 4096
+MEMO_BYTES = 16 * 2**20
 
-    def __init__(self, ts_ns: int, msg: DnsMessage) -> None:
-        self.ts_ns = ts_ns
-        self.msg = msg
+#: What `parse_message` makes of a message whatever its ID: (qname, qtype, answers, error),
+#: or the message of the `MalformedError` it raised.
+_Parsed = tuple[str | None, int | None, tuple[DnsAnswer, ...], str | None] | str
+
+
+class DnsMemo:
+    """Messages that differ only in their ID, parsed once per analyzer.
+
+    Many clients ask for the same names, and a resolver's answers repeat while their TTLs do;
+    such messages differ in their first two bytes only. Parsing reads those for nothing but
+    the ID, unless a compression pointer leads into them: a message where one did is not
+    remembered. Otherwise two messages equal after the ID are read alike byte for byte, so a
+    hit is exactly what parsing gives.
+    """
+
+    __slots__ = ("parsed",)
+
+    def __init__(self) -> None:
+        self.parsed: BoundedCache[bytes, _Parsed] = BoundedCache(MEMO_ENTRIES, MEMO_BYTES)
+
+    @staticmethod
+    def of(sink: EventSink) -> DnsMemo:
+        """The memo of the analyzer that owns `sink`."""
+        memo = sink.memos.get(DnsMemo)
+        if memo is None:
+            memo = sink.memos[DnsMemo] = DnsMemo()
+        assert isinstance(memo, DnsMemo)
+        return memo
+
+    def parse(self, buf: bytes) -> DnsMessage:
+        """`parse_message(buf)`, remembered."""
+        if len(buf) < 12:
+            return parse_message(buf)
+        key = buf[2:]
+        known = self.parsed.get(key)
+        if known is None:
+            names: _Names = {}
+            try:
+                msg = _parse_message(buf, names)
+            except MalformedError as exc:
+                if _READS_ID not in names:
+                    text = str(exc)
+                    self.parsed.put(key, text, 256 + len(key) + len(text))
+                raise
+            if _READS_ID not in names:
+                # What is kept, roughly in bytes (compression lets a small message name the
+                # same long name many times, so the text is counted, not the message).
+                weight = 512 + len(key) + len(msg.qname or "") + len(msg.error or "")
+                for answer in msg.answers:
+                    weight += 256 + len(answer.rrname) + len(answer.rdata)
+                self.parsed.put(key, (msg.qname, msg.qtype, msg.answers, msg.error), weight)
+            return msg
+        if isinstance(known, str):
+            raise MalformedError(known)
+        return DnsMessage((buf[0] << 8) | buf[1], (buf[2] << 8) | buf[3], *known)
+
+
+class _Pending(msgspec.Struct, gc=False):
+    ts_ns: int
+    msg: DnsMessage
 
 
 class DnsParser(Parser):
     """Pairs queries with responses within one flow (UDP datagrams or TCP length-framed)."""
 
     name = "dns"
-    __slots__ = ("_buf_ts", "_bufs", "_pending")
+    __slots__ = ("_buf_ts", "_bufs", "_memo", "_pending")
 
     def __init__(self, sink: EventSink, flow: FlowRef, flow_uid: int, max_bytes: int) -> None:
         super().__init__(sink, flow, flow_uid, max_bytes)
+        self._memo = DnsMemo.of(sink)
         self._pending: dict[tuple[int, str], _Pending] = {}
-        self._bufs: dict[bool, bytearray] = {}
+        # DNS over TCP only (made on first use).
+        self._bufs: dict[bool, bytearray] | None = None
         self._buf_ts: dict[bool, int] = {}
-
-    def datagram(self, from_orig: bool, data: bytes, ts_ns: int) -> None:
-        self._message(data, ts_ns)
 
     def tcp_data(self, from_orig: bool, data: bytes, ts_ns: int) -> None:
         # DNS over TCP: each message has a 2-byte length prefix; a segment may hold several
         # messages or part of one.
-        buf = self._bufs.get(from_orig)
+        bufs = self._bufs
+        if bufs is None:
+            bufs = self._bufs = {}
+        buf = bufs.get(from_orig)
         if buf is None:
-            buf = self._bufs[from_orig] = bytearray()
+            buf = bufs[from_orig] = bytearray()
         if not buf:
             self._buf_ts[from_orig] = ts_ns
         buf += data
@@ -358,18 +489,20 @@ class DnsParser(Parser):
             message = bytes(buf[2 : 2 + length])
             del buf[: 2 + length]
             self._buf_ts[from_orig] = ts_ns
-            self._message(message, msg_ts)
+            self.datagram(from_orig, message, msg_ts)
         if len(buf) > self.max_bytes:
             self.malformed("DNS-over-TCP message longer than the per-direction byte limit")
             buf.clear()
 
     def tcp_gap(self, from_orig: bool) -> None:
-        buf = self._bufs.get(from_orig)
+        buf = self._bufs.get(from_orig) if self._bufs is not None else None
         if buf is not None:
             buf.clear()
 
     def end(self) -> None:
         pending = self._pending
+        if not pending:
+            return
         self._pending = {}
         for item in pending.values():
             self._emit_query(item)
@@ -390,16 +523,17 @@ class DnsParser(Parser):
             ),
         )
 
-    def _message(self, data: bytes, ts_ns: int) -> None:
+    def datagram(self, from_orig: bool, data: bytes, ts_ns: int) -> None:
+        """One DNS message: a UDP datagram, or one length-framed message over TCP."""
         try:
-            msg = parse_message(data)
+            msg = self._memo.parse(data)
         except MalformedError as exc:
             self.malformed(str(exc))
             return
         if msg.error is not None:
             self.malformed(msg.error)
         pending = self._pending
-        if not msg.is_response:
+        if not msg.flags & 0x8000:  # a query
             if msg.qname is None:
                 self.malformed("query without a question")
                 return
@@ -423,7 +557,7 @@ class DnsParser(Parser):
             qname = msg.answers[0].rrname
             rrtype = msg.answers[0].rrtype
         else:
-            rrtype = rrtype_name(qtype or 0)
+            rrtype = RRTYPE_NAMES.get(qtype or 0) or f"TYPE{qtype or 0}"
         query = pending.pop((msg.ident, qname.lower()), None) if pending else None
         self.sink.emit(
             "dns",

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algori
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from tapetum.protocols._parser import EventSink, MalformedError, Parser
-from tapetum.protocols.tls import Handshake, parse_client_hello, parse_server_hello
+from tapetum.protocols.tls import Handshake, TlsMemo, parse_client_hello, parse_server_hello
 from tapetum.records import FlowRef
 
 _SALT_V1 = bytes.fromhex("38762cf7f55934b34d179ae6a4c80cadccbb7f0a")
@@ -416,4 +416,4 @@ class QuicParser(Parser):
             return
         self.done = True
         if self._hs.seen_anything:
-            self.sink.emit("quic", self._hs.event(self.flow, "quic"))
+            self.sink.emit("quic", self._hs.event(self.flow, "quic", TlsMemo.of(self.sink)))

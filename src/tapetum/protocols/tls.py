@@ -27,10 +27,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+import msgspec
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 
-from tapetum.protocols._parser import EventSink, MalformedError, Parser, printable
+from tapetum.protocols._parser import BoundedCache, EventSink, MalformedError, Parser, printable
 from tapetum.records import FlowRef, TlsEvent
 
 #: RFC 8701 GREASE values: 0x0a0a, 0x1a1a, ... 0xfafa.
@@ -51,7 +52,7 @@ HELLO_RETRY_RANDOM = bytes.fromhex(
 #: Largest TLS record body accepted (2**14 plus the ciphertext expansion allowance).
 MAX_RECORD = 2**14 + 2048
 
-_U16 = struct.Struct("!H")
+_HEADER_HH = struct.Struct("!HH").unpack_from
 
 VERSION_NAMES: dict[int, str] = {
     0x0002: "SSLv2",
@@ -167,14 +168,27 @@ def cipher_name(cipher: int) -> str:
     return CIPHER_NAMES.get(cipher) or f"0x{cipher:04x}"
 
 
-def _u16_list(data: bytes, off: int, length: int) -> list[int]:
+_U16_LISTS: dict[int, Callable[[bytes, int], tuple[int, ...]]] = {}
+
+
+def _u16_list(data: bytes, off: int, length: int) -> tuple[int, ...]:
     if length & 1:
         raise MalformedError("odd length for a list of 16-bit values")
-    return list(struct.unpack_from(f"!{length // 2}H", data, off))
+    unpack = _U16_LISTS.get(length)
+    if unpack is None:
+        unpack = struct.Struct(f"!{length >> 1}H").unpack_from
+        if len(_U16_LISTS) < 512:  # compiled formats for the lengths seen, a bounded memo
+            _U16_LISTS[length] = unpack
+    return unpack(data, off)
 
 
-@dataclass(frozen=True, slots=True)
-class ClientHello:
+class ClientHello(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """A ClientHello's fields that events read.
+
+    (A Struct: one is built per handshake. Its fields hold only numbers, text and bytes, so
+    the garbage collector need not track it.)
+    """
+
     legacy_version: int
     ciphers: tuple[int, ...]
     #: Extension types in the order sent, GREASE included.
@@ -187,8 +201,7 @@ class ClientHello:
     signature_algorithms: tuple[int, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class ServerHello:
+class ServerHello(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     legacy_version: int
     cipher: int
     extensions: tuple[int, ...]
@@ -198,17 +211,29 @@ class ServerHello:
     retry_request: bool
 
 
+#: The ClientHello extensions whose content is read; the others are only listed.
+_CLIENT_EXTENSIONS_READ = frozenset(
+    (
+        EXT_SERVER_NAME,
+        EXT_ALPN,
+        EXT_SUPPORTED_VERSIONS,
+        EXT_SUPPORTED_GROUPS,
+        EXT_EC_POINT_FORMATS,
+        EXT_SIGNATURE_ALGORITHMS,
+    )
+)
+
+
 def parse_client_hello(body: bytes) -> ClientHello:
     """Parse a ClientHello handshake body (after the 4-byte handshake header)."""
     n = len(body)
     if n < 35:
         raise MalformedError(f"ClientHello of {n} bytes is too short")
-    legacy = _U16.unpack_from(body, 0)[0]
-    off = 34
-    off += 1 + body[off]  # session id
+    legacy = (body[0] << 8) | body[1]
+    off = 35 + body[34]  # after the session id
     if off + 2 > n:
         raise MalformedError("ClientHello truncated before its cipher suites")
-    cs_len = _U16.unpack_from(body, off)[0]
+    cs_len = (body[off] << 8) | body[off + 1]
     off += 2
     if off + cs_len > n:
         raise MalformedError("ClientHello cipher suites run past the message")
@@ -222,29 +247,36 @@ def parse_client_hello(body: bytes) -> ClientHello:
     extensions: list[int] = []
     sni: str | None = None
     alpns: list[bytes] = []
-    versions: list[int] = []
-    groups: list[int] = []
-    point_formats: list[int] = []
-    sig_algs: list[int] = []
+    versions: tuple[int, ...] = ()
+    groups: tuple[int, ...] = ()
+    point_formats: tuple[int, ...] = ()
+    sig_algs: tuple[int, ...] = ()
     if off + 2 <= n:
-        ext_end = off + 2 + _U16.unpack_from(body, off)[0]
+        ext_end = off + 2 + ((body[off] << 8) | body[off + 1])
         off += 2
         if ext_end > n:
             raise MalformedError("ClientHello extensions run past the message")
+        add_extension = extensions.append
         while off + 4 <= ext_end:
-            etype, elen = struct.unpack_from("!HH", body, off)
+            etype, elen = _HEADER_HH(body, off)
             off += 4
             stop = off + elen
             if stop > ext_end:
                 raise MalformedError(f"extension {etype} runs past the extension block")
-            extensions.append(etype)
+            add_extension(etype)
+            if etype not in _CLIENT_EXTENSIONS_READ:
+                off = stop
+                continue
+            # (Lengths are read with arithmetic and `min` spelled out: this runs per handshake.)
             if etype == EXT_SERVER_NAME and elen >= 5 and sni is None:
                 # server_name_list: (name_type, host_name) entries; take the first host_name.
                 pos = off + 2
-                list_end = min(stop, off + 2 + _U16.unpack_from(body, off)[0])
+                list_end = pos + ((body[off] << 8) | body[off + 1])
+                if list_end > stop:
+                    list_end = stop
                 while pos + 3 <= list_end:
                     name_type = body[pos]
-                    name_len = _U16.unpack_from(body, pos + 1)[0]
+                    name_len = (body[pos + 1] << 8) | body[pos + 2]
                     pos += 3
                     if pos + name_len > list_end:
                         raise MalformedError("server name runs past its extension")
@@ -254,7 +286,9 @@ def parse_client_hello(body: bytes) -> ClientHello:
                     pos += name_len
             elif etype == EXT_ALPN and elen >= 2:
                 pos = off + 2
-                list_end = min(stop, off + 2 + _U16.unpack_from(body, off)[0])
+                list_end = pos + ((body[off] << 8) | body[off + 1])
+                if list_end > stop:
+                    list_end = stop
                 while pos < list_end:
                     plen = body[pos]
                     pos += 1
@@ -263,24 +297,28 @@ def parse_client_hello(body: bytes) -> ClientHello:
                     alpns.append(body[pos : pos + plen])
                     pos += plen
             elif etype == EXT_SUPPORTED_VERSIONS and elen >= 1:
-                versions = _u16_list(body, off + 1, min(body[off], elen - 1))
+                size = body[off]
+                versions = _u16_list(body, off + 1, size if size < elen else elen - 1)
             elif etype == EXT_SUPPORTED_GROUPS and elen >= 2:
-                groups = _u16_list(body, off + 2, min(_U16.unpack_from(body, off)[0], elen - 2))
+                size = (body[off] << 8) | body[off + 1]
+                groups = _u16_list(body, off + 2, size if size < elen - 1 else elen - 2)
             elif etype == EXT_EC_POINT_FORMATS and elen >= 1:
-                point_formats = list(body[off + 1 : off + 1 + min(body[off], elen - 1)])
+                size = body[off]
+                point_formats = tuple(body[off + 1 : off + 1 + (size if size < elen else elen - 1)])
             elif etype == EXT_SIGNATURE_ALGORITHMS and elen >= 2:
-                sig_algs = _u16_list(body, off + 2, min(_U16.unpack_from(body, off)[0], elen - 2))
+                size = (body[off] << 8) | body[off + 1]
+                sig_algs = _u16_list(body, off + 2, size if size < elen - 1 else elen - 2)
             off = stop
     return ClientHello(
         legacy_version=legacy,
-        ciphers=tuple(ciphers),
+        ciphers=ciphers,
         extensions=tuple(extensions),
         sni=sni,
         alpns=tuple(alpns),
-        supported_versions=tuple(versions),
-        groups=tuple(groups),
-        point_formats=tuple(point_formats),
-        signature_algorithms=tuple(sig_algs),
+        supported_versions=versions,
+        groups=groups,
+        point_formats=point_formats,
+        signature_algorithms=sig_algs,
     )
 
 
@@ -289,31 +327,30 @@ def parse_server_hello(body: bytes) -> ServerHello:
     n = len(body)
     if n < 38:
         raise MalformedError(f"ServerHello of {n} bytes is too short")
-    legacy = _U16.unpack_from(body, 0)[0]
+    legacy = (body[0] << 8) | body[1]
     retry = body[2:34] == HELLO_RETRY_RANDOM
-    off = 34
-    off += 1 + body[off]
+    off = 35 + body[34]  # after the session id
     if off + 3 > n:
         raise MalformedError("ServerHello truncated before its cipher suite")
-    cipher = _U16.unpack_from(body, off)[0]
+    cipher = (body[off] << 8) | body[off + 1]
     off += 3  # cipher suite and compression method
     extensions: list[int] = []
     selected = legacy
     alpn: bytes | None = None
     if off + 2 <= n:
-        ext_end = off + 2 + _U16.unpack_from(body, off)[0]
+        ext_end = off + 2 + ((body[off] << 8) | body[off + 1])
         off += 2
         if ext_end > n:
             raise MalformedError("ServerHello extensions run past the message")
         while off + 4 <= ext_end:
-            etype, elen = struct.unpack_from("!HH", body, off)
+            etype, elen = _HEADER_HH(body, off)
             off += 4
             stop = off + elen
             if stop > ext_end:
                 raise MalformedError(f"extension {etype} runs past the extension block")
             extensions.append(etype)
             if etype == EXT_SUPPORTED_VERSIONS and elen == 2:
-                selected = _U16.unpack_from(body, off)[0]
+                selected = (body[off] << 8) | body[off + 1]
             elif etype == EXT_ALPN and elen >= 3:
                 plen = body[off + 2]
                 if off + 3 + plen <= stop:
@@ -480,6 +517,87 @@ def _serial_text(serial: int) -> str:
     return _colon_hex(raw, upper=True)
 
 
+#: Distinct certificates, client and server hello fingerprints remembered per analyzer.
+MEMO_ENTRIES = 4096
+#: Rough bytes the remembered values of each kind may hold.
+MEMO_BYTES = 16 * 2**20
+
+#: The fingerprint-derived fields of an event for one ClientHello: JA3 string and hash, JA4,
+#: client versions and ALPNs.
+_ClientPrint = tuple[str, str, str, tuple[str, ...], tuple[str, ...]]
+#: The same for a ServerHello: JA3S string and hash, version name, cipher name, ALPN.
+_ServerPrint = tuple[str, str, str, str, tuple[str, ...]]
+
+
+class TlsMemo:
+    """What many flows repeat, computed once per analyzer: servers reuse certificates (the
+    signature check of a self-signed one is the costly part), and clients of one kind share
+    one fingerprint. Keys are exact inputs (a SHA-256 of the certificate's DER, the hello
+    fields that fingerprints read), so a hit returns what computing afresh would."""
+
+    __slots__ = ("certificates", "clients", "servers")
+
+    def __init__(self) -> None:
+        #: SHA-256 of the DER -> its description, or the message of the error it raised.
+        self.certificates: BoundedCache[bytes, CertificateInfo | str] = BoundedCache(
+            MEMO_ENTRIES, MEMO_BYTES
+        )
+        self.clients: BoundedCache[tuple[object, ...], _ClientPrint] = BoundedCache(
+            MEMO_ENTRIES, MEMO_BYTES
+        )
+        self.servers: BoundedCache[tuple[object, ...], _ServerPrint] = BoundedCache(
+            MEMO_ENTRIES, MEMO_BYTES
+        )
+
+    @staticmethod
+    def of(sink: EventSink) -> TlsMemo:
+        """The memo of the analyzer that owns `sink`."""
+        memo = sink.memos.get(TlsMemo)
+        if memo is None:
+            memo = sink.memos[TlsMemo] = TlsMemo()
+        assert isinstance(memo, TlsMemo)
+        return memo
+
+    def certificate(self, der: bytes) -> CertificateInfo:
+        """`parse_certificate(der)`, remembered."""
+        key = hashlib.sha256(der).digest()
+        known = self.certificates.get(key)
+        if known is None:
+            try:
+                known = parse_certificate(der)
+            except MalformedError as exc:
+                known = str(exc)
+                self.certificates.put(key, known, 256 + len(known))
+                raise
+            self.certificates.put(key, known, 1024 + 2 * len(der) + 64 * len(known.san))
+        elif isinstance(known, str):
+            raise MalformedError(known)
+        return known
+
+
+def _client_print(hello: ClientHello, ja4_transport: str) -> _ClientPrint:
+    ja3_string, ja3_hash = ja3(hello)
+    listed = [v for v in hello.supported_versions if v not in GREASE]
+    return (
+        ja3_string,
+        ja3_hash,
+        ja4(hello, ja4_transport),
+        tuple(version_name(v) for v in (listed or [hello.legacy_version])),
+        tuple(printable(a) for a in hello.alpns),
+    )
+
+
+def _server_print(hello: ServerHello) -> _ServerPrint:
+    ja3s_string, ja3s_hash = ja3s(hello)
+    return (
+        ja3s_string,
+        ja3s_hash,
+        version_name(hello.selected_version),
+        cipher_name(hello.cipher),
+        (printable(hello.alpn),) if hello.alpn is not None else (),
+    )
+
+
 def _self_signed(cert: x509.Certificate) -> bool:
     if cert.subject != cert.issuer:
         return False
@@ -514,30 +632,70 @@ class Handshake:
     def seen_anything(self) -> bool:
         return self.client_hello is not None or self.server_hello is not None
 
-    def event(self, flow: FlowRef, transport: str) -> TlsEvent:
+    def event(self, flow: FlowRef, transport: str, memo: TlsMemo | None = None) -> TlsEvent:
+        """The event of this handshake; `memo` remembers fingerprints across flows."""
         ch = self.client_hello
         sh = self.server_hello
         cert = self.cert
         ja3_string = ja3_hash = ja3s_string = ja3s_hash = ja4_text = None
+        version = cipher_suite = None
         client_versions: tuple[str, ...] = ()
         client_alpns: tuple[str, ...] = ()
+        server_alpns: tuple[str, ...] = ()
         if ch is not None:
-            ja3_string, ja3_hash = ja3(ch)
-            ja4_text = ja4(ch, "q" if transport == "quic" else "t")
-            listed = [v for v in ch.supported_versions if v not in GREASE]
-            client_versions = tuple(version_name(v) for v in (listed or [ch.legacy_version]))
-            client_alpns = tuple(printable(a) for a in ch.alpns)
+            ja4_transport = "q" if transport == "quic" else "t"
+            if memo is None:
+                client = _client_print(ch, ja4_transport)
+            else:
+                key = (
+                    ja4_transport,
+                    ch.legacy_version,
+                    ch.ciphers,
+                    ch.extensions,
+                    ch.alpns,
+                    ch.supported_versions,
+                    ch.groups,
+                    ch.point_formats,
+                    ch.signature_algorithms,
+                )
+                known = memo.clients.get(key)
+                if known is None:
+                    client = _client_print(ch, ja4_transport)
+                    weight = 512 + 64 * (
+                        len(ch.ciphers)
+                        + len(ch.extensions)
+                        + len(ch.alpns)
+                        + len(ch.supported_versions)
+                        + len(ch.groups)
+                        + len(ch.point_formats)
+                        + len(ch.signature_algorithms)
+                    )
+                    memo.clients.put(key, client, weight + 2 * sum(map(len, ch.alpns)))
+                else:
+                    client = known
+            ja3_string, ja3_hash, ja4_text, client_versions, client_alpns = client
         if sh is not None:
-            ja3s_string, ja3s_hash = ja3s(sh)
+            if memo is None:
+                server = _server_print(sh)
+            else:
+                skey = (sh.legacy_version, sh.cipher, sh.extensions, sh.selected_version, sh.alpn)
+                known_server = memo.servers.get(skey)
+                if known_server is None:
+                    server = _server_print(sh)
+                    weight = 512 + 64 * len(sh.extensions) + 2 * len(sh.alpn or b"")
+                    memo.servers.put(skey, server, weight)
+                else:
+                    server = known_server
+            ja3s_string, ja3s_hash, version, cipher_suite, server_alpns = server
         return TlsEvent(
             ts_ns=self.ts_ns if self.ts_ns is not None else 0,
             flow=flow,
             sni=ch.sni if ch is not None else None,
-            version=version_name(sh.selected_version) if sh is not None else None,
+            version=version,
             client_versions=client_versions,
-            cipher_suite=cipher_name(sh.cipher) if sh is not None else None,
+            cipher_suite=cipher_suite,
             client_alpns=client_alpns,
-            server_alpns=(printable(sh.alpn),) if sh is not None and sh.alpn is not None else (),
+            server_alpns=server_alpns,
             ja3_hash=ja3_hash,
             ja3_string=ja3_string,
             ja3s_hash=ja3s_hash,
@@ -577,10 +735,18 @@ class TlsParser(Parser):
     """TLS over TCP: record and handshake reassembly per direction."""
 
     name = "tls"
-    __slots__ = ("_client", "_hs", "_orig_is_client", "_server", "_server_flight_over")
+    __slots__ = (
+        "_client",
+        "_hs",
+        "_memo",
+        "_orig_is_client",
+        "_server",
+        "_server_flight_over",
+    )
 
     def __init__(self, sink: EventSink, flow: FlowRef, flow_uid: int, max_bytes: int) -> None:
         super().__init__(sink, flow, flow_uid, max_bytes)
+        self._memo = TlsMemo.of(sink)
         self._client = _Direction()
         self._server = _Direction()
         self._hs = Handshake()
@@ -597,16 +763,23 @@ class TlsParser(Parser):
         d = self._client if from_client else self._server
         if d.stopped:
             return
-        if self._hs.ts_ns is None:
-            self._hs.ts_ns = ts_ns
+        hs = self._hs
+        if hs.ts_ns is None:
+            hs.ts_ns = ts_ns
         records = d.records
-        records += data
+        # Records are cut out of `data` itself when nothing is pending (the usual case); only
+        # an incomplete record is copied into the direction's buffer.
+        if records:
+            records += data
+            buf: bytes | bytearray = records
+        else:
+            buf = data
         pos = 0
-        size = len(records)
+        size = len(buf)
         while size - pos >= 5 and not d.stopped:
-            ctype = records[pos]
-            length = (records[pos + 3] << 8) | records[pos + 4]
-            if ctype < 20 or ctype > 24 or records[pos + 1] != 3:
+            ctype = buf[pos]
+            length = (buf[pos + 3] << 8) | buf[pos + 4]
+            if ctype < 20 or ctype > 24 or buf[pos + 1] != 3:
                 self._stop(d, f"bytes that are not a TLS record (type {ctype})")
                 break
             if length > MAX_RECORD:
@@ -617,9 +790,17 @@ class TlsParser(Parser):
             start = pos + 5
             pos = start + length
             if ctype == 22:
-                d.handshake += records[start:pos]
-                self._handshake_messages(d, from_client)
-            elif ctype == 23 or (ctype == 20 and (from_client or self._hs.server_hello)):
+                handshake = d.handshake
+                if handshake:
+                    handshake += buf[start:pos]
+                    done = self._handshake_messages(d, from_client, handshake, 0, len(handshake))
+                    if done > 0:
+                        del handshake[:done]
+                else:
+                    done = self._handshake_messages(d, from_client, buf, start, pos)
+                    if 0 <= done < pos:
+                        handshake += buf[done:pos]
+            elif ctype == 23 or (ctype == 20 and (from_client or hs.server_hello)):
                 # ChangeCipherSpec or application data: the rest of this direction is
                 # encrypted. (A server's CCS before its final ServerHello is TLS 1.3's
                 # middlebox-compatibility dummy after a HelloRetryRequest: read on.)
@@ -628,9 +809,12 @@ class TlsParser(Parser):
                     self._server_flight_over = True
         if d.stopped:
             self._quiet_stop(d)
-        else:
+        elif buf is records:
             del records[:pos]
-        self._maybe_finish()
+        elif pos < size:
+            records += buf[pos:]
+        if hs.server_hello is not None and (hs.cert_seen or self._server_flight_over):
+            self._emit()  # the server's cleartext handshake is over
 
     def _stop(self, d: _Direction, reason: str) -> None:
         self._quiet_stop(d)
@@ -642,16 +826,17 @@ class TlsParser(Parser):
         d.records = bytearray()
         d.handshake = bytearray()
 
-    def _handshake_messages(self, d: _Direction, from_client: bool) -> None:
-        hs = d.handshake
-        pos = 0
-        size = len(hs)
+    def _handshake_messages(
+        self, d: _Direction, from_client: bool, hs: bytes | bytearray, pos: int, size: int
+    ) -> int:
+        """Read the complete handshake messages in `hs[pos:size]`; return where the first
+        incomplete one starts, or -1 when the direction stopped."""
         while size - pos >= 4:
             mtype = hs[pos]
             mlen = (hs[pos + 1] << 16) | (hs[pos + 2] << 8) | hs[pos + 3]
             if mtype not in _KNOWN_HANDSHAKE_TYPES:
                 self._stop(d, f"unknown handshake message type {mtype}")
-                return
+                return -1
             if size - pos - 4 < mlen:
                 if mtype == 11 and not from_client and not self._hs.cert_seen:
                     # A long chain need not be complete: the first certificate is enough.
@@ -659,17 +844,17 @@ class TlsParser(Parser):
                         self._early_certificate(hs, pos + 4, size)
                     except MalformedError as exc:
                         self._stop(d, str(exc))
-                        return
+                        return -1
                     if self._hs.cert_seen:
                         self._quiet_stop(d)
-                        return
+                        return -1
                     over_limit = size - pos > self.max_bytes
                 else:
                     over_limit = mlen > self.max_bytes
                 if over_limit:
                     self.sink.bump("tls_message_over_byte_limit")
                     self._quiet_stop(d)
-                    return
+                    return -1
                 break
             body = bytes(hs[pos + 4 : pos + 4 + mlen])
             pos += 4 + mlen
@@ -677,10 +862,10 @@ class TlsParser(Parser):
                 self._message(mtype, body, from_client)
             except MalformedError as exc:
                 self._stop(d, str(exc))
-                return
+                return -1
             if d.stopped:
-                return
-        del hs[:pos]
+                return -1
+        return pos
 
     def _message(self, mtype: int, body: bytes, from_client: bool) -> None:
         hs = self._hs
@@ -706,11 +891,11 @@ class TlsParser(Parser):
         cert_len = (body[3] << 16) | (body[4] << 8) | body[5]
         if 6 + cert_len > len(body):
             raise MalformedError("certificate runs past its message")
-        cert = self._hs.cert = parse_certificate(body[6 : 6 + cert_len])
+        cert = self._hs.cert = self._memo.certificate(body[6 : 6 + cert_len])
         if cert.problems:
             self.malformed("; ".join(cert.problems))
 
-    def _early_certificate(self, hs: bytearray, start: int, size: int) -> None:
+    def _early_certificate(self, hs: bytes | bytearray, start: int, size: int) -> None:
         # Copies the bytes only once the first certificate is complete: a chain sent in tiny
         # records must not cost a copy of the growing buffer per record.
         if size - start < 6:
@@ -719,16 +904,11 @@ class TlsParser(Parser):
         if 6 + cert_len <= size - start:
             self._certificate(bytes(hs[start : start + 6 + cert_len]))
 
-    def _maybe_finish(self) -> None:
-        hs = self._hs
-        if hs.server_hello is not None and (hs.cert_seen or self._server_flight_over):
-            self._emit()
-
     def _emit(self) -> None:
         if not self.done:
             self.done = True
             if self._hs.seen_anything:
-                self.sink.emit("tls", self._hs.event(self.flow, "tls"))
+                self.sink.emit("tls", self._hs.event(self.flow, "tls", self._memo))
 
     def tcp_gap(self, from_orig: bool) -> None:
         from_client = from_orig == (self._orig_is_client is not False)
