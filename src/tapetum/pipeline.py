@@ -378,8 +378,11 @@ class Pipeline:
         self._new_flow_refs(batch, pf, idx)
         refs = self._refs
         feed = self.analyzer.feed
+        wants = self.analyzer.wants
         for k in range(len(uids)):
             uid = uids[k]
+            if not wants(uid):  # finished earlier in this batch: skip the payload copy
+                continue
             feed(
                 refs[uid],
                 Segment(uid, ts[k], orig[k], ipp[k], buf[offs[k] : ends[k]].tobytes(),
