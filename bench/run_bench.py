@@ -202,7 +202,8 @@ def main() -> None:
     (REPO / "bench" / "results.json").write_text(json.dumps(out, indent=2) + "\n")
     lines = [
         f"| {name} | {r['seconds']:.3f} | {r['packets_per_s'] / 1e6:.2f} M | "
-        f"{r['ratio_to_tcpdump']:.2f} × | {r.get('peak_rss_mib', float('nan')):.0f} |"
+        f"{r['ratio_to_tcpdump']:.2f} × | "
+        f"{format(r['peak_rss_mib'], '.0f') if 'peak_rss_mib' in r else '–'} |"
         for name, r in results.items()
     ]
     table = "\n".join(
