@@ -285,6 +285,13 @@ class CaptureReader:
         nb[:tail] = buf[pos:fill]
         return nb
 
+    def _advance(
+        self, buf: np.ndarray, keep: int, fill: int, need: int = 0
+    ) -> tuple[np.ndarray, int]:
+        """Drop buf[:keep], read more behind the rest; returns the buffer and its fill level."""
+        buf = self._new_buffer(buf, keep, fill, need)
+        return buf, self._read_into(buf, fill - keep)
+
     def _columns(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         # Reused across batches; decode_batch resets each row it fills.
         if self._cols_buf is None:
@@ -376,8 +383,7 @@ class CaptureReader:
                     # Keep enough tail to check a header and the one after it.
                     keep = max(pos + 1, fill - (max_caplen + 32))
                     base += keep
-                    buf = self._new_buffer(buf, keep, fill)
-                    fill = self._read_into(buf, fill - keep)
+                    buf, fill = self._advance(buf, keep, fill)
                     pos = -1
                     continue
                 self._corrupt(bad_at, base + nxt, "resynchronised on the next valid record")
@@ -406,8 +412,7 @@ class CaptureReader:
             if pos + 16 <= fill:
                 need = 16 + struct.unpack_from(order + "I", buf.data, pos + 8)[0]
             base += pos
-            buf = self._new_buffer(buf, pos, fill, need)
-            fill = self._read_into(buf, fill - pos)
+            buf, fill = self._advance(buf, pos, fill, need)
             pos = 0
 
     def _corrupt(self, start: int, stop: int, outcome: str) -> None:
@@ -458,8 +463,7 @@ class CaptureReader:
                     # Keep what may hold the start of a block not yet read in full.
                     keep = max(pos + 1, fill - max_block)
                     base += keep
-                    buf = self._new_buffer(buf, keep, fill)
-                    fill = self._read_into(buf, fill - keep)
+                    buf, fill = self._advance(buf, keep, fill)
                     pos = -1
                     continue
                 self._corrupt(bad_at, base + nxt, "resynchronised on the next valid block")
@@ -512,8 +516,7 @@ class CaptureReader:
                 if need > max_block:
                     need = 0
             base += pos
-            buf = self._new_buffer(buf, pos, fill, need)
-            fill = self._read_into(buf, fill - pos)
+            buf, fill = self._advance(buf, pos, fill, need)
             pos = 0
         self.counters.skipped_blocks += int(skipped[0])
 
