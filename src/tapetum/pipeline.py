@@ -358,12 +358,6 @@ class Pipeline:
         idx = np.flatnonzero(want)
         if idx.shape[0] == 0:
             return
-        # Ask once per flow, not per packet, whether the analyzer still wants it.
-        uids = pf.uid[idx]
-        flows = np.unique(uids)
-        wanted = [u for u in flows.tolist() if self.analyzer.wants(u)]
-        if len(wanted) < flows.shape[0]:
-            idx = idx[np.isin(uids, np.asarray(wanted, dtype=np.int64))]
         buf = batch.buf
         sub = cols[idx]
         offs = sub[:, D.C_PAYOFF].tolist()
@@ -381,7 +375,7 @@ class Pipeline:
         wants = self.analyzer.wants
         for k in range(len(uids)):
             uid = uids[k]
-            if not wants(uid):  # finished earlier in this batch: skip the payload copy
+            if not wants(uid):  # parser finished (maybe earlier in this batch): skip the copy
                 continue
             feed(
                 refs[uid],
