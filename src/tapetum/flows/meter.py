@@ -160,10 +160,6 @@ class FlowBatch:
     def proto_names(self) -> list[str]:
         return [proto_name(p) for p in self.num["proto"].tolist()]
 
-    def flag_count(self, name: str, to_server: bool) -> np.ndarray:
-        k = _FLAG_NAMES.index(name) + (0 if to_server else 8)
-        return self.tcp_flags[:, k]
-
     def flow_state(self) -> list[str]:
         """Suricata's flow.state: new, established or closed."""
         out = []

@@ -62,12 +62,6 @@ class PacketBatch:
     def copy(self) -> PacketBatch:
         return PacketBatch(self.buf.copy(), self.cols.copy(), self.addr.copy(), self.n, self.path)
 
-    def payload(self, i: int) -> bytes:
-        from tapetum.sources.decode import C_PAYCAP, C_PAYOFF
-
-        off = int(self.cols[i, C_PAYOFF])
-        return self.buf[off : off + int(self.cols[i, C_PAYCAP])].tobytes()
-
 
 @dataclass(slots=True)
 class ReaderCounters:
@@ -78,7 +72,6 @@ class ReaderCounters:
     skipped_bytes: int = 0
     truncated_records: int = 0
     skipped_blocks: int = 0
-    oversize_snaplen: int = 0
     warnings_by_kind: dict[str, int] = field(default_factory=dict)
 
 
@@ -190,6 +183,7 @@ class CaptureReader:
         self._rec_buf: np.ndarray | None = None
         self._bad_detail = ""
         self._snaplen = 0
+        self._record_header = 16  # bytes before a packet's data: 16 pcap, 28 pcapng EPB
         self._stream_pos = 0  # bytes consumed from the (decompressed) stream into buffers
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -257,6 +251,7 @@ class CaptureReader:
         magic_be = struct.unpack_from(">I", buf.data, 0)[0]
         if magic_le == ix.PCAPNG_SHB:
             self.format = "pcapng"
+            self._record_header = 28
             yield from self._iter_pcapng(buf, fill)
         elif magic_le in (PCAP_MAGIC_US, PCAP_MAGIC_NS) or magic_be in (
             PCAP_MAGIC_US,
@@ -337,7 +332,7 @@ class CaptureReader:
                 first = int(np.argmax(bad))
                 count = int(bad.sum())
                 self.warn(
-                    int(cols[first, C_FILEOFF]) - 16,
+                    int(cols[first, C_FILEOFF]) - self._record_header,
                     kind,
                     f"{count} record(s) in this batch capture more bytes than {what}; "
                     "kept as recorded",
@@ -366,8 +361,6 @@ class CaptureReader:
                 f"link type {linktype} is not supported; its packets are counted, not decoded",
             )
         max_caplen = self.max_caplen
-        if snaplen > max_caplen:
-            self.counters.oversize_snaplen += 1
         self._snaplen = snaplen
         pos = 24
         base = 0  # file offset of buf[0]
@@ -425,9 +418,6 @@ class CaptureReader:
             f"skipped {stop - start} bytes, {outcome}",
         )
 
-    def _skip(self, offset: int, nbytes: int) -> None:
-        self.counters.skipped_bytes += max(0, nbytes)
-
     def _truncated(
         self, buf: np.ndarray, base: int, pos: int, fill: int, order: str, hdr: int, len_at: int
     ) -> None:
@@ -438,7 +428,7 @@ class CaptureReader:
         else:
             msg = f"final record header truncated: {have} of {hdr} bytes present"
         self.counters.truncated_records += 1
-        self._skip(base + pos, have)
+        self.counters.skipped_bytes += have
         self.warn(base + pos, "truncated_record", msg)
 
     # -- pcapng -----------------------------------------------------------------------------

@@ -161,26 +161,18 @@ def index_pcapng(
         if btype == PCAPNG_EPB or btype == PCAPNG_SPB or btype == PCAPNG_OPB:
             if n >= cap:
                 return n, pos, OUT_FULL
-            if btype == PCAPNG_EPB:
+            if btype == PCAPNG_EPB or btype == PCAPNG_OPB:
+                # Same layout, except that the obsolete block has a 16-bit interface id
+                # followed by a drop count.
                 if blen < 32:
                     return n, pos, BAD_RECORD
                 caplen = _u32(buf, pos + 20, swapped)
                 if 28 + caplen > blen - 4:
                     return n, pos, BAD_RECORD
-                out_iface[n] = _u32(buf, pos + 8, swapped)
-                out_ts[n] = (np.int64(_u32(buf, pos + 12, swapped)) << 32) | np.int64(
-                    _u32(buf, pos + 16, swapped)
-                )
-                out_caplen[n] = caplen
-                out_wirelen[n] = _u32(buf, pos + 24, swapped)
-                out_off[n] = pos + 28
-            elif btype == PCAPNG_OPB:
-                if blen < 32:
-                    return n, pos, BAD_RECORD
-                caplen = _u32(buf, pos + 20, swapped)
-                if 28 + caplen > blen - 4:
-                    return n, pos, BAD_RECORD
-                out_iface[n] = _u16(buf, pos + 8, swapped)
+                if btype == PCAPNG_EPB:
+                    out_iface[n] = _u32(buf, pos + 8, swapped)
+                else:
+                    out_iface[n] = _u16(buf, pos + 8, swapped)
                 out_ts[n] = (np.int64(_u32(buf, pos + 12, swapped)) << 32) | np.int64(
                     _u32(buf, pos + 16, swapped)
                 )
