@@ -1,8 +1,8 @@
 """Community ID v1 for whole flow batches, compiled.
 
-Same definition as `tapetum.flows.key.community_id` (which stays the readable reference and is
-tested against the spec's vectors); this computes SHA-1 and base64 in numba for every exported
-flow at once, because a hashlib call per flow cost as much as metering the packets. Every
+SHA-1 and base64 in numba for every exported flow at once, because a hashlib call per flow cost
+as much as metering the packets (`tapetum.flows.key.community_id` wraps this for one flow; the
+spec's test vectors check it). Every
 Community ID message (at most 2+16+16+2+4 = 40 bytes) fits in one SHA-1 block.
 """
 
