@@ -43,8 +43,8 @@ def build_detectors(cfg: Config, names: list[str] | None = None) -> list[Streami
 
 def _pcap_probe(head: bytes) -> bool:
     magics = (b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4", b"\x4d\x3c\xb2\xa1",
-              b"\xa1\xb2\x3c\x4d", b"\x0a\x0d\x0d\x0a", b"\x1f\x8b")  # fmt: skip
-    return head[:4] in magics or head[:2] == b"\x1f\x8b"
+              b"\xa1\xb2\x3c\x4d", b"\x0a\x0d\x0d\x0a")  # fmt: skip
+    return head[:4] in magics or head[:2] == b"\x1f\x8b"  # or gzip
 
 
 def _pcap_open(path: str) -> Source:

@@ -53,6 +53,11 @@ def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in d.items() if v is not None and v != () and v != []}
 
 
+def _attack(techniques: tuple[str, ...], tactics: tuple[str, ...]) -> dict[str, Any]:
+    """Suricata-style metadata: lists of ATT&CK technique ids and tactic names."""
+    return _drop_none({"mitre_technique_id": list(techniques), "mitre_tactic_name": list(tactics)})
+
+
 def flow_events(
     fb: FlowBatch, services: list[str], with_sequences: bool = False
 ) -> list[EventDict]:
@@ -240,12 +245,7 @@ def alert_event(a: Alert) -> EventDict:
             "last_seen": ts_text(a.last_ts_ns) if a.last_ts_ns is not None else None,
             "observed": a.observed or None,
             "baseline": a.baseline or None,
-            "metadata": _drop_none(
-                {
-                    "mitre_technique_id": list(a.mitre_technique_id),
-                    "mitre_tactic_name": list(a.mitre_tactic),
-                }
-            ),
+            "metadata": _attack(a.mitre_technique_id, a.mitre_tactic),
         }
     )
     return ev
@@ -271,12 +271,7 @@ def incident_event(i: Incident) -> EventDict:
             "signatures": list(i.signatures),
             "categories": list(i.categories),
             "dest_ips": list(i.dest_ips) or None,
-            "metadata": _drop_none(
-                {
-                    "mitre_technique_id": list(i.mitre_technique_id),
-                    "mitre_tactic_name": list(i.mitre_tactic),
-                }
-            ),
+            "metadata": _attack(i.mitre_technique_id, i.mitre_tactic),
         }
     )
     return ev
