@@ -14,6 +14,8 @@ from typing import ClassVar, Generic, TypeVar
 from tapetum.protocols.base import ProtocolCounters
 from tapetum.records import AppEvent, FlowRef
 
+_M = TypeVar("_M")
+
 MAX_WARNINGS = 100
 
 
@@ -95,6 +97,13 @@ class EventSink:
         self.file_offset = -1
         #: Bounded memos shared by this analyzer's parsers, one per kind (see `BoundedCache`).
         self.memos: dict[type, object] = {}
+
+    def memo(self, kind: type[_M]) -> _M:
+        """This analyzer's memo of `kind`, made on first use."""
+        memo = self.memos.get(kind)
+        if not isinstance(memo, kind):
+            memo = self.memos[kind] = kind()
+        return memo
 
     def emit(self, proto: str, event: AppEvent) -> None:
         self.events.append(event)

@@ -416,11 +416,7 @@ class DnsMemo:
     @staticmethod
     def of(sink: EventSink) -> DnsMemo:
         """The memo of the analyzer that owns `sink`."""
-        memo = sink.memos.get(DnsMemo)
-        if memo is None:
-            memo = sink.memos[DnsMemo] = DnsMemo()
-        assert isinstance(memo, DnsMemo)
-        return memo
+        return sink.memo(DnsMemo)
 
     def parse(self, buf: bytes) -> DnsMessage:
         """`parse_message(buf)`, remembered."""

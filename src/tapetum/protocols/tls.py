@@ -552,11 +552,7 @@ class TlsMemo:
     @staticmethod
     def of(sink: EventSink) -> TlsMemo:
         """The memo of the analyzer that owns `sink`."""
-        memo = sink.memos.get(TlsMemo)
-        if memo is None:
-            memo = sink.memos[TlsMemo] = TlsMemo()
-        assert isinstance(memo, TlsMemo)
-        return memo
+        return sink.memo(TlsMemo)
 
     def certificate(self, der: bytes) -> CertificateInfo:
         """`parse_certificate(der)`, remembered."""
