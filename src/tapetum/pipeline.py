@@ -444,6 +444,8 @@ class Pipeline:
                 for ep in (e.client, e.server):
                     if ep is not None:
                         _bump(s.ssh_software, ep.software_version)
+        for det in self.detectors:
+            det.observe_events(events)
         self._emit(list(events))
 
     def _alerts(self, alerts: list[Alert]) -> None:

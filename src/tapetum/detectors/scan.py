@@ -11,40 +11,24 @@ Scanning IP Blocks / T1595.002 Vulnerability Scanning (from outside).
 
 from __future__ import annotations
 
-import hashlib
-import ipaddress
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from tapetum.config import ScanSection
+from tapetum.detectors.common import AlertIds, fmt_duration, is_internal
 from tapetum.features.scan import ProbeColumns, ScanRows, aggregate, answered_ports
 from tapetum.flows.key import addr_text, proto_name
 from tapetum.flows.meter import FlowBatch
-from tapetum.records import Alert
+from tapetum.records import Alert, AppEvent
 
 SIG_VERTICAL = "scan.vertical"
 SIG_HORIZONTAL = "scan.horizontal"
 SID_VERTICAL = 9_000_001
 SID_HORIZONTAL = 9_000_002
 STATE_VERSION = 1
-
-
-def _is_internal(ip: str) -> bool:
-    try:
-        a = ipaddress.ip_address(ip)
-    except ValueError:
-        return False
-    return a.is_private or a.is_link_local or a.is_loopback
-
-
-def _fmt_duration(s: float) -> str:
-    if s < 60:
-        return f"{s:.1f} s"
-    if s < 3600:
-        return f"{s / 60:.1f} min"
-    return f"{s / 3600:.1f} h"
 
 
 class ScanDetector:
@@ -57,13 +41,13 @@ class ScanDetector:
         #: Learned: per source and kind, the largest count seen in a window that did not alert.
         self.baseline_: dict[str, list[int]] = {}
         self._windows: dict[int, list[ProbeColumns]] = {}
-        self._ids: dict[str, int] = {}
+        self._ids = AlertIds()
         self._watermark = np.iinfo(np.int64).min
 
     # -- contract on feature rows ------------------------------------------------------------
 
-    def features(self, flows: FlowBatch) -> ScanRows:
-        """Scan rows of these flows taken as one window."""
+    def features(self, flows: FlowBatch, events: Sequence[AppEvent] = ()) -> ScanRows:
+        """Scan rows of these flows taken as one window (application events are not used)."""
         return aggregate(ProbeColumns.from_flows(flows, self.config.failed_only))
 
     def entities(self, rows: ScanRows) -> list[str]:
@@ -109,12 +93,12 @@ class ScanDetector:
             n = int(rows.distinct_targets[k])
             span = (int(rows.last_ns[k]) - int(rows.first_ns[k])) / 1e9
             core = (int(rows.core_last_ns[k]) - int(rows.core_first_ns[k])) / 1e9
-            dur = _fmt_duration(span)
+            dur = fmt_duration(span)
             if n >= 20 and span > 2 * core + 1.0:
                 # Stragglers (a retry, a later sweep of the same host) stretch the span.
-                dur = f"{_fmt_duration(core)} (90% of probes; all within {_fmt_duration(span)})"
+                dur = f"{fmt_duration(core)} (90% of probes; all within {fmt_duration(span)})"
 
-            window = _fmt_duration(self.config.window_s)
+            window = fmt_duration(self.config.window_s)
             normal = int(base[k])
             proto = proto_name(int(rows.proto[k]))
             answered = int(rows.answered_targets[k])
@@ -186,6 +170,9 @@ class ScanDetector:
         for w in np.unique(win).tolist():
             self._windows.setdefault(int(w), []).append(p.take(win == w))
 
+    def observe_events(self, events: Sequence[AppEvent]) -> None:
+        """Scans are seen in flows alone."""
+
     def poll(self, watermark_ns: int | None = None) -> list[Alert]:
         wm = self._watermark if watermark_ns is None else max(self._watermark, watermark_ns)
         done = [w for w in self._windows if (w + 1) * self.window_ns + self.lag_ns < wm]
@@ -222,7 +209,7 @@ class ScanDetector:
         dst = addr_text(int(rows.dst_hi[k]), int(rows.dst_lo[k])) if vertical else None
         port = None if vertical else int(rows.dport[k])
         sig = SIG_VERTICAL if vertical else SIG_HORIZONTAL
-        internal = _is_internal(src)
+        internal = is_internal(src)
         if internal:
             technique, tactic = ("T1046",), ("discovery",)
         else:
@@ -231,16 +218,11 @@ class ScanDetector:
         threshold = int(self._thresholds(_take_rows(rows, np.array([k])))[0])
         severity = 2 if n >= 10 * threshold else 3
         key = f"{sig}|{src}|{dst if vertical else f'{proto}/{port}'}|{window}|{rows.first_ns[k]}"
-        # The same key twice (the same capture read twice in one run): number the repeats.
-        seen = self._ids.get(key, 0)
-        self._ids[key] = seen + 1
-        if seen:
-            key += f"|{seen}"
         dur = (int(rows.last_ns[k]) - int(rows.first_ns[k])) / 1e9
         unit = "distinct_ports" if vertical else "distinct_hosts"
         base = self.baseline_.get(src, [0, 0])[0 if vertical else 1]
         return Alert(
-            alert_id=hashlib.sha1(key.encode()).hexdigest()[:16],
+            alert_id=self._ids(key),
             ts_ns=int(rows.first_ns[k]),
             signature=sig,
             signature_id=SID_VERTICAL if vertical else SID_HORIZONTAL,
