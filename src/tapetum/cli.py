@@ -322,6 +322,13 @@ def sql(query: str, store: Path, fmt: str, limit: int) -> None:
             err.print(f"[dim]{len(rows) - limit} more rows not shown (use --limit)[/dim]")
 
 
+def _register_commands() -> None:
+    """Subcommands that live in `tapetum.commands` (one line each)."""
+
+
+_register_commands()
+
+
 def run() -> None:
     try:
         main()
