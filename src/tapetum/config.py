@@ -61,12 +61,79 @@ class ScanSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     horizontal_hosts: int = 25
     #: Distinct hosts sent ICMP echo requests that make a ping sweep.
     sweep_hosts: int = 10
+    #: Distinct addresses one host sends ARP requests for that make an ARP sweep (a router
+    #: resolving its clients asks for many too: it learns its own normal and is judged by it).
+    arp_hosts: int = 20
     #: Count only probes that failed or carried no data (S0, REJ, RSTO/RSTOS0, OTH, SH …).
     failed_only: bool = True
 
 
+class ProtocolAnomalySection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    #: Window after an anomaly's first sighting in which repeats are counted before the alert.
+    window_s: float = 300.0
+    #: An (entity, anomaly, server) episode ends after this many quiet seconds (then: a new alert).
+    episode_gap_s: float = 3600.0
+    #: Alert on self-signed server certificates.
+    self_signed: bool = True
+    #: Alert on expired or not yet valid server certificates.
+    expired: bool = True
+    #: Alert when the SNI matches neither the certificate's subject CN nor any SAN.
+    sni_mismatch: bool = True
+    #: Alert on HTTP Basic authorization sent in cleartext HTTP.
+    cleartext_credentials: bool = True
+    #: Alert on a service found on a port of another service (see `port_services`).
+    unexpected_port: bool = True
+    #: Also alert on a service on any port outside its own standard ports (noisy on real networks).
+    unexpected_port_strict: bool = False
+    #: Standard ports per service as the parsers name it (ssh, tls, quic, http, and other
+    #: well-known services whose ports another protocol should not use).
+    port_services: dict[str, list[int]] = msgspec.field(
+        default_factory=lambda: {
+            "ssh": [22, 2222],
+            "tls": [443, 465, 563, 636, 853, 989, 990, 992, 993, 994, 995, 5061, 6697, 8443],
+            "quic": [443, 784, 853, 8443],
+            "http": [80, 591, 3128, 8000, 8008, 8080, 8081, 8888],
+            "dns": [53],
+            "ftp": [20, 21],
+            "telnet": [23],
+            "smtp": [25, 587],
+            "rdp": [3389],
+            "smb": [139, 445],
+        }
+    )
+    #: Alert on client fingerprints (JA4, else JA3) seen from one host only and rarely.
+    rare_fingerprint: bool = True
+    #: TLS client hellos seen before rare fingerprints are judged (warm-up).
+    rare_warmup_handshakes: int = 200
+    #: Distinct client hosts seen before rare fingerprints are judged (warm-up).
+    rare_warmup_hosts: int = 10
+    #: A fingerprint is rare below this share of all client hellos seen.
+    rare_max_share: float = 0.01
+    #: Distinct fingerprints remembered; beyond it new ones are counted and not tracked.
+    max_fingerprints: int = 100_000
+    #: Open episodes kept at once; beyond it new ones are counted and dropped.
+    max_episodes: int = 100_000
+
+
+class IntelSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    #: DuckDB store whose `intel` table is loaded (`tapetum analyze` fills in its --store).
+    store: str | None = None
+    #: Indicator files (plain lists or STIX 2.1 bundles) loaded directly, besides the store.
+    files: list[str] = msgspec.field(default_factory=list)
+    #: Indicators below this confidence (0-100) do not alert.
+    min_confidence: int = 0
+    #: Window after a match's first sighting in which repeats are counted before the alert.
+    window_s: float = 300.0
+    #: An (entity, indicator) episode ends after this many quiet seconds.
+    episode_gap_s: float = 3600.0
+    #: Open episodes kept at once; beyond it new ones are counted and dropped.
+    max_episodes: int = 100_000
+
+
 class DetectorsSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     scan: ScanSection = msgspec.field(default_factory=ScanSection)
+    protocol: ProtocolAnomalySection = msgspec.field(default_factory=ProtocolAnomalySection)
+    intel: IntelSection = msgspec.field(default_factory=IntelSection)
 
 
 class IncidentSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

@@ -42,6 +42,7 @@ from tapetum.registry import build_detectors, open_source
 from tapetum.sinks.base import Record, Sink
 from tapetum.sinks.eve import vlan_list
 from tapetum.sources import decode as D
+from tapetum.sources.arp import arp_rows
 from tapetum.sources.pcap import PacketBatch
 
 #: Zeek's service names for the analyzers' event types.
@@ -174,6 +175,8 @@ class Pipeline:
         self.analyzer = ProtocolAnalyzer(max_flows=pc.max_flows) if pc.enabled else None
         self.detectors = build_detectors(self.config) if detectors is None else detectors
         self.correlator = Correlator(self.config.incidents.gap_s)
+        # Link-layer observations (ARP) go to the detectors that ask for them.
+        self._arp_detectors = [d for d in self.detectors if hasattr(d, "observe_arp")]
         self.summary = Summary()
         mcfg = self.config.meter
         # A jump back in time beyond the shortest idle timeout would make flows that start
@@ -248,6 +251,12 @@ class Pipeline:
             s.ip_packets += int(ip.sum())
         if self.analyzer is not None:
             self._feed_protocols(batch, pf)
+        if self._arp_detectors:
+            arp = arp_rows(batch)
+            if arp is not None:
+                s.events["arp"] += len(arp)
+                for det in self._arp_detectors:
+                    det.observe_arp(arp)
         self._finish_flows(finished)
 
     def _clock_jump(self) -> None:

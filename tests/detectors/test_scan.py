@@ -14,6 +14,8 @@ from tapetum.detectors.scan import ScanDetector
 from tapetum.errors import ModelError
 from tapetum.pipeline import Pipeline
 from tapetum.records import Alert
+from tapetum.sources.arp import arp_rows
+from tapetum.sources.pcap import CaptureReader
 from tapetum.testing import CaptureBuilder, Host, horizontal_scan, http_session, vertical_scan
 from tests.conftest import data_path
 from tests.detectors.helpers import flows_of
@@ -140,8 +142,9 @@ def test_demo_capture_scan_is_one_incident() -> None:
     assert len(summary.incidents) == 1
     inc = summary.incidents[0]
     assert inc.entity == "10.20.0.66"
-    assert set(inc.signatures) == {"scan.vertical", "scan.horizontal"}
-    assert inc.alert_count == len(summary.alerts) == 2
+    # nmap on its own /24 asks ARP for every address before probing: that is a sweep too.
+    assert set(inc.signatures) == {"scan.vertical", "scan.horizontal", "scan.arp_sweep"}
+    assert inc.alert_count == len(summary.alerts) == 3
     vertical = next(a for a in summary.alerts if a.signature == "scan.vertical")
     assert vertical.observed["distinct_ports"] >= 1000
 
@@ -159,3 +162,35 @@ def test_nfstream_corpus_only_the_syn_scan_alerts() -> None:
     (a,) = alerting["synscan.pcap"]
     assert a.signature == "scan.vertical" and a.dest_ip == "64.13.134.52"
     assert a.observed["distinct_ports"] >= 1000
+
+
+def _pipeline_alerts(path: Path) -> list[Alert]:
+    cfg = Config()
+    cfg.protocols.enabled = False  # scans need flows and ARP only
+    return Pipeline(cfg, detectors=[ScanDetector(cfg.detectors.scan)]).run([str(path)]).alerts
+
+
+def test_real_slips_arp_sweep() -> None:
+    """Stratosphere's test8: 192.168.1.247 asks for every address of 192.168.1.0/24 by ARP
+    (no IP flow at all); the router's few requests for its clients are not a sweep."""
+    alerts = _pipeline_alerts(data_path("slips", "test8-malicious.pcap"))
+    assert [a.signature for a in alerts] == ["scan.arp_sweep"]
+    a = alerts[0]
+    assert a.entity == "192.168.1.247" and a.proto == "ARP"
+    assert a.observed["distinct_hosts"] >= 250
+    assert a.mitre_technique_id == ("T1018",)
+    assert "sent ARP requests for" in a.explanation
+
+
+def test_arp_in_benign_real_captures_is_not_a_sweep() -> None:
+    """Every nfstream capture that carries ARP: ordinary resolution never makes a sweep."""
+    folder = data_path("nfstream", "pcaps")
+    with_arp = 0
+    for path in sorted(folder.iterdir()):
+        with CaptureReader(path) as reader:
+            has_arp = any(arp_rows(b) is not None for b in reader)
+        if not has_arp:
+            continue
+        with_arp += 1
+        assert [a for a in _pipeline_alerts(path) if a.proto == "ARP"] == [], path.name
+    assert with_arp >= 5

@@ -35,6 +35,7 @@ STAGES = (
 TITLES = {
     "scan.vertical": "vertical port scan",
     "scan.horizontal": "horizontal scan",
+    "scan.arp_sweep": "ARP sweep",
 }
 
 

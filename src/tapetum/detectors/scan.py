@@ -6,7 +6,8 @@ latest flow end seen) has passed its end by the meter's longest idle timeout, or
 Rows below the threshold are learnt as the source's normal (so a host that routinely touches many
 ports raises its own bar); rows that alert are not learnt, so a scan cannot teach itself normal.
 ATT&CK: T1046 Network Service Discovery (from an internal address), T1595.001 Active Scanning:
-Scanning IP Blocks / T1595.002 Vulnerability Scanning (from outside).
+Scanning IP Blocks / T1595.002 Vulnerability Scanning (from outside); ARP sweeps (requests for
+many local addresses, seen in packets since ARP makes no flow): T1018 Remote System Discovery.
 """
 
 from __future__ import annotations
@@ -23,11 +24,15 @@ from tapetum.features.scan import ProbeColumns, ScanRows, aggregate, answered_po
 from tapetum.flows.key import addr_text, proto_name
 from tapetum.flows.meter import FlowBatch
 from tapetum.records import Alert, AppEvent
+from tapetum.sources.arp import ArpBatch
+from tapetum.sources.decode import PROTO_ARP
 
 SIG_VERTICAL = "scan.vertical"
 SIG_HORIZONTAL = "scan.horizontal"
+SIG_ARP = "scan.arp_sweep"
 SID_VERTICAL = 9_000_001
 SID_HORIZONTAL = 9_000_002
+SID_ARP = 9_000_003
 STATE_VERSION = 1
 
 
@@ -57,6 +62,7 @@ class ScanDetector:
     def _thresholds(self, rows: ScanRows) -> np.ndarray:
         icmp = (rows.proto == 1) | (rows.proto == 58)
         horizontal = np.where(icmp, self.config.sweep_hosts, self.config.horizontal_hosts)
+        horizontal = np.where(rows.proto == PROTO_ARP, self.config.arp_hosts, horizontal)
         return np.where(rows.kind == 0, self.config.vertical_ports, horizontal)
 
     def _baseline(self, rows: ScanRows) -> np.ndarray:
@@ -121,6 +127,8 @@ class ScanDetector:
                 port = int(rows.dport[k])
                 if proto == "ICMP" or proto == "IPv6-ICMP":
                     what = f"{src} sent {proto} echo requests to {n:,} hosts in {dur}"
+                elif proto == "ARP":
+                    what = f"{src} sent ARP requests for {n:,} local addresses in {dur}"
                 else:
                     what = f"{src} probed port {port}/{proto.lower()} on {n:,} hosts in {dur}"
                 extra = f"{answered:,} answered"
@@ -140,6 +148,7 @@ class ScanDetector:
                 "vertical_ports": self.config.vertical_ports,
                 "horizontal_hosts": self.config.horizontal_hosts,
                 "sweep_hosts": self.config.sweep_hosts,
+                "arp_hosts": self.config.arp_hosts,
             },
             "baseline": self.baseline_,
         }
@@ -163,7 +172,9 @@ class ScanDetector:
         if len(flows) == 0:
             return
         self._watermark = max(self._watermark, int(flows.num["end_ns"].max()))
-        p = ProbeColumns.from_flows(flows, self.config.failed_only)
+        self._add_probes(ProbeColumns.from_flows(flows, self.config.failed_only))
+
+    def _add_probes(self, p: ProbeColumns) -> None:
         if len(p) == 0:
             return
         win = p.start_ns // self.window_ns
@@ -171,7 +182,14 @@ class ScanDetector:
             self._windows.setdefault(int(w), []).append(p.take(win == w))
 
     def observe_events(self, events: Sequence[AppEvent]) -> None:
-        """Scans are seen in flows alone."""
+        """Scans are seen in flows (and ARP) alone."""
+
+    def observe_arp(self, arp: ArpBatch) -> None:
+        """ARP requests of a packet batch: local sweeps that make no IP flow."""
+        if len(arp) == 0:
+            return
+        self._watermark = max(self._watermark, int(arp.ts_ns.max()))
+        self._add_probes(ProbeColumns.from_arp(arp))
 
     def poll(self, watermark_ns: int | None = None) -> list[Alert]:
         wm = self._watermark if watermark_ns is None else max(self._watermark, watermark_ns)
@@ -208,9 +226,14 @@ class ScanDetector:
         proto = proto_name(int(rows.proto[k]))
         dst = addr_text(int(rows.dst_hi[k]), int(rows.dst_lo[k])) if vertical else None
         port = None if vertical else int(rows.dport[k])
-        sig = SIG_VERTICAL if vertical else SIG_HORIZONTAL
+        arp = int(rows.proto[k]) == PROTO_ARP
+        sig = SIG_VERTICAL if vertical else (SIG_ARP if arp else SIG_HORIZONTAL)
+        sid = SID_VERTICAL if vertical else (SID_ARP if arp else SID_HORIZONTAL)
         internal = is_internal(src)
-        if internal:
+        if arp:
+            # Finding neighbours on the local link: Remote System Discovery.
+            technique, tactic = ("T1018",), ("discovery",)
+        elif internal:
             technique, tactic = ("T1046",), ("discovery",)
         else:
             technique = ("T1595.002",) if vertical else ("T1595.001",)
@@ -225,7 +248,7 @@ class ScanDetector:
             alert_id=self._ids(key),
             ts_ns=int(rows.first_ns[k]),
             signature=sig,
-            signature_id=SID_VERTICAL if vertical else SID_HORIZONTAL,
+            signature_id=sid,
             category="scan",
             severity=severity,
             score=score,

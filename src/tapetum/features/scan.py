@@ -2,7 +2,8 @@
 
 Pure functions over flow columns. A *probe* is a flow that carried no application data: a TCP
 connection attempt that was refused, unanswered, or reset before any payload (SYN, connect and
-FIN/NULL/Xmas scans), a UDP datagram without a reply, an ICMP echo without a reply.
+FIN/NULL/Xmas scans), a UDP datagram without a reply, an ICMP echo without a reply, and an ARP
+request (proto `PROTO_ARP`, port 0) for a local address.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import numpy as np
 
 from tapetum.flows import table as T
 from tapetum.flows.meter import FlowBatch
+from tapetum.sources.arp import OP_REPLY, OP_REQUEST, ArpBatch
+from tapetum.sources.decode import PROTO_ARP
 
 
 def probe_mask(fb: FlowBatch) -> np.ndarray:
@@ -63,6 +66,28 @@ class ProbeColumns:
             fb.src_hi[m], fb.src_lo[m], fb.dst_hi[m], fb.dst_lo[m],
             fb.num["proto"][m], fb.num["dest_port"][m], fb.num["start_ns"][m],
             fb.num["end_ns"][m], answered_mask(fb)[m],
+        )  # fmt: skip
+
+    @staticmethod
+    def from_arp(arp: ArpBatch) -> ProbeColumns:
+        """ARP requests as probes of the target address; answered when the target replied to
+        the sender in the same batch."""
+        req = arp.op == OP_REQUEST
+        rep = arp.op == OP_REPLY
+        low = np.uint64(0xFFFFFFFF)
+        sh = np.uint64(32)
+        # ARP addresses are IPv4: (asker, asked) packs into one uint64. A reply's (sender,
+        # target) is the request's (target, sender).
+        asked = ((arp.sender_lo[req] & low) << sh) | (arp.target_lo[req] & low)
+        replied = ((arp.target_lo[rep] & low) << sh) | (arp.sender_lo[rep] & low)
+        answered = np.isin(asked, replied)
+        s_hi, s_lo = arp.sender_hi[req], arp.sender_lo[req]
+        t_hi, t_lo = arp.target_hi[req], arp.target_lo[req]
+        ts = arp.ts_ns[req]
+        n = ts.shape[0]
+        return ProbeColumns(
+            s_hi, s_lo, t_hi, t_lo, np.full(n, PROTO_ARP, dtype=np.int64),
+            np.zeros(n, dtype=np.int64), ts, ts, answered,
         )  # fmt: skip
 
     @staticmethod

@@ -31,6 +31,7 @@ PROTO_NAMES = {
     112: "VRRP",
     132: "SCTP",
     136: "UDPLite",
+    0x0806: "ARP",  # not IP: the decoder's C_PROTO for ARP rows (sources.decode.PROTO_ARP)
 }
 
 

@@ -41,6 +41,11 @@ A_SRC_LO = 1
 A_DST_HI = 2
 A_DST_LO = 3
 
+#: C_PROTO of ARP rows (outside the 8-bit IP protocol space; status stays S_NOT_IP).
+PROTO_ARP = 0x0806
+#: The "IP version" _link reports for an ARP payload.
+ARP_L3 = 0x806
+
 # Status codes (C_STATUS).
 S_OK = 0
 S_NOT_IP = 1  # ARP, LLDP, STP …: counted, not a flow
@@ -162,6 +167,8 @@ def _ethertype_l3(buf: np.ndarray, p: int, end: int, cols: np.ndarray, i: int) -
             return p, 4
         if et == 0x86DD:
             return p, 6
+        if et == 0x0806:
+            return p, ARP_L3
         if et == 0x8847 or et == 0x8848:
             # MPLS: skip labels to the bottom of stack, then guess the family from the nibble.
             while True:
@@ -350,6 +357,28 @@ def _ipv6(buf: np.ndarray, p: int, end: int, cols: np.ndarray, addr: np.ndarray,
             break
     cols[i, C_PROTO] = nh
     _transport(buf, q, l3_end, cap_end, nh, cols, i)
+
+
+@njit(cache=True)
+def _arp(buf: np.ndarray, p: int, end: int, cols: np.ndarray, addr: np.ndarray, i: int) -> None:
+    """Ethernet/IPv4 ARP (RFC 826): C_PROTO = PROTO_ARP, C_SPORT = opcode, sender and target
+    protocol addresses in the source and destination address columns (IPv4-mapped)."""
+    if p + 28 > end:
+        return
+    if _be16(buf, p) != 1 or _be16(buf, p + 2) != 0x0800 or buf[p + 4] != 6 or buf[p + 5] != 4:
+        return
+    cols[i, C_PROTO] = PROTO_ARP
+    cols[i, C_SPORT] = _be16(buf, p + 6)
+    spa = np.uint64(0)
+    tpa = np.uint64(0)
+    for k in range(4):
+        spa = (spa << np.uint64(8)) | np.uint64(buf[p + 14 + k])
+        tpa = (tpa << np.uint64(8)) | np.uint64(buf[p + 24 + k])
+    mapped = np.uint64(0xFFFF) << np.uint64(32)
+    addr[i, 0] = 0
+    addr[i, 1] = mapped | spa
+    addr[i, 2] = 0
+    addr[i, 3] = mapped | tpa
 
 
 @njit(cache=True)
@@ -580,6 +609,11 @@ def decode_batch(
                 break
             if l3 == -2:
                 cols[i, C_STATUS] = S_NOT_IP
+                break
+            if ver == ARP_L3:
+                # Not IP (no flow), but ARP sweeps are reconnaissance: keep who asked for whom.
+                cols[i, C_STATUS] = S_NOT_IP
+                _arp(buf, l3, end, cols, addr, i)
                 break
             if l3 == -3:
                 cols[i, C_STATUS] = S_BAD_IP
