@@ -324,6 +324,9 @@ def sql(query: str, store: Path, fmt: str, limit: int) -> None:
 
 def _register_commands() -> None:
     """Subcommands that live in `tapetum.commands` (one line each)."""
+    from tapetum.commands.eval import eval_command
+
+    main.add_command(eval_command)
 
 
 _register_commands()

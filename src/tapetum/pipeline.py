@@ -185,6 +185,8 @@ class Pipeline:
             min(mcfg.tcp_idle_s, mcfg.udp_idle_s, mcfg.icmp_idle_s, mcfg.other_idle_s) * 1e9
         )
         self.clock_jumps = 0
+        #: Data time (latest packet seen) at which each alert came out: time-to-detect.
+        self.alert_emitted_ns: dict[str, int] = {}
         self._dns_ports = np.array(sorted(set(pc.dns_ports)), dtype=np.int64)
         self._refs: dict[int, FlowRef] = {}
         self._addr_cache: dict[tuple[int, int], str] = {}
@@ -462,6 +464,9 @@ class Pipeline:
             return
         self.summary.alerts.extend(alerts)
         self.summary.events["alert"] += len(alerts)
+        now = self.meter.now_ns if self.meter.now_ns is not None else self.summary.last_ns
+        for a in alerts:
+            self.alert_emitted_ns[a.alert_id] = max(now or a.ts_ns, a.last_ts_ns or a.ts_ns)
         self.correlator.add(alerts)
         self._emit(list(alerts))
 
