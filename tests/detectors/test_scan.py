@@ -137,7 +137,8 @@ def test_benign_real_captures_raise_nothing(parts: tuple[str, ...]) -> None:
 def test_demo_capture_scan_is_one_incident() -> None:
     from tapetum.cli import demo_capture
 
-    pipe = Pipeline(Config())
+    cfg = Config()
+    pipe = Pipeline(cfg, detectors=[ScanDetector(cfg.detectors.scan)])
     summary = pipe.run([str(demo_capture())])
     assert len(summary.incidents) == 1
     inc = summary.incidents[0]
@@ -194,3 +195,23 @@ def test_arp_in_benign_real_captures_is_not_a_sweep() -> None:
         with_arp += 1
         assert [a for a in _pipeline_alerts(path) if a.proto == "ARP"] == [], path.name
     assert with_arp >= 5
+
+
+def test_slow_scan_spread_over_an_hour(tmp_path: Path) -> None:
+    """One port every 50 s: at most 6 in any 5-minute window, 60 in the hour."""
+    b = CaptureBuilder(seed=8)
+    ports = random.Random(8).sample(range(1, 10_000), 60)
+    for k, port in enumerate(ports):
+        b.add(10.0 + 50.0 * k, vertical_scan, ATTACKER, TARGET, [port])
+    path = tmp_path / "slow.pcap"
+    b.write(path)
+    alerts = detect(path)
+    assert [a.signature for a in alerts] == ["scan.slow"]
+    a = alerts[0]
+    assert a.entity == ATTACKER.ip and a.dest_ip == TARGET.ip
+    assert a.observed["distinct_ports"] == 60
+    assert a.explanation.startswith("slow scan (under the threshold in every 5.0 min window")
+    # Off when configured so; and a fast scan is reported once, not again as slow.
+    assert detect(path, ScanSection(slow_window_s=0)) == []
+    fast = detect(scan_capture(tmp_path, 300))
+    assert [x.signature for x in fast] == ["scan.vertical"]

@@ -33,6 +33,8 @@ SIG_ARP = "scan.arp_sweep"
 SID_VERTICAL = 9_000_001
 SID_HORIZONTAL = 9_000_002
 SID_ARP = 9_000_003
+SIG_SLOW = "scan.slow"
+SID_SLOW = 9_000_004
 STATE_VERSION = 1
 
 
@@ -46,6 +48,14 @@ class ScanDetector:
         #: Learned: per source and kind, the largest count seen in a window that did not alert.
         self.baseline_: dict[str, list[int]] = {}
         self._windows: dict[int, list[ProbeColumns]] = {}
+        # Slow scans: distinct probes of finished short windows, per slow window, and the
+        # target groups that already alerted in a short window (not raised twice).
+        self.slow_ns = int(self.config.slow_window_s * 1e9)
+        self._slow: dict[int, list[ProbeColumns]] = {}
+        self._slow_rows = 0
+        self._alerted: dict[int, set[tuple[int, ...]]] = {}
+        #: Probes not kept for slow-scan detection because of `slow_max_probes`.
+        self.dropped_slow_probes = 0
         self._ids = AlertIds()
         self._watermark = np.iinfo(np.int64).min
 
@@ -194,11 +204,57 @@ class ScanDetector:
     def poll(self, watermark_ns: int | None = None) -> list[Alert]:
         wm = self._watermark if watermark_ns is None else max(self._watermark, watermark_ns)
         done = [w for w in self._windows if (w + 1) * self.window_ns + self.lag_ns < wm]
-        return self._finalize(sorted(done))
+        alerts = self._finalize(sorted(done))
+        if self.slow_ns:
+            slow = [w for w in self._slow if (w + 1) * self.slow_ns + self.lag_ns < wm]
+            alerts += self._finalize_slow(sorted(slow))
+        return alerts
 
     def flush(self) -> list[Alert]:
         alerts = self._finalize(sorted(self._windows))
+        alerts += self._finalize_slow(sorted(self._slow))
         self._watermark = np.iinfo(np.int64).min  # a new stream may start at any time
+        return alerts
+
+    def _keep_for_slow(self, w: int, probes: ProbeColumns, rows: ScanRows, hit: np.ndarray) -> None:
+        if not self.slow_ns or len(probes) == 0:
+            return
+        ws = (w * self.window_ns) // self.slow_ns
+        for k in np.flatnonzero(hit).tolist():
+            self._alerted.setdefault(ws, set()).add(_group_key(rows, k))
+        room = self.config.slow_max_probes - self._slow_rows
+        if room <= 0:
+            self.dropped_slow_probes += len(probes)
+            return
+        if len(probes) > room:
+            self.dropped_slow_probes += len(probes) - room
+            probes = probes.take(np.arange(room))
+        self._slow.setdefault(ws, []).append(probes)
+        self._slow_rows += len(probes)
+
+    def _finalize_slow(self, windows: list[int]) -> list[Alert]:
+        """Slow windows: target groups over the threshold in the long window that never were in
+        a short one (those alerted already)."""
+        alerts: list[Alert] = []
+        for ws in windows:
+            parts = self._slow.pop(ws)
+            self._slow_rows -= sum(len(p) for p in parts)
+            alerted = self._alerted.pop(ws, set())
+            probes = ProbeColumns.concat(parts)
+            rows = aggregate(probes)
+            if len(rows) == 0:
+                continue
+            scores = self.score(rows)
+            fresh = np.array([_group_key(rows, k) not in alerted for k in range(len(rows))])
+            idx = np.flatnonzero((scores >= 0.5) & fresh & (rows.proto != PROTO_ARP))
+            texts = self.explain(rows, idx, probes)
+            short = fmt_duration(self.config.window_s)
+            slow_len = fmt_duration(self.config.slow_window_s)
+            why = f"slow scan (under the threshold in every {short} window, over it in {slow_len})"
+            for k, text in zip(idx.tolist(), texts, strict=True):
+                text = f"{why}: {text}"
+                alerts.append(self._alert(rows, k, float(scores[k]), text, ws, slow=True))
+        alerts.sort(key=lambda a: (a.ts_ns, a.alert_id))
         return alerts
 
     def _finalize(self, windows: list[int]) -> list[Alert]:
@@ -216,10 +272,13 @@ class ScanDetector:
                 alerts.append(self._alert(rows, k, float(scores[k]), text, w))
             # Learn only what did not alert: a scan cannot raise its own baseline.
             self.learn(_take_rows(rows, ~hit))
+            self._keep_for_slow(w, probes, rows, hit)
         alerts.sort(key=lambda a: (a.ts_ns, a.alert_id))
         return alerts
 
-    def _alert(self, rows: ScanRows, k: int, score: float, text: str, window: int) -> Alert:
+    def _alert(
+        self, rows: ScanRows, k: int, score: float, text: str, window: int, slow: bool = False
+    ) -> Alert:
         src = addr_text(int(rows.src_hi[k]), int(rows.src_lo[k]))
         vertical = rows.kind[k] == 0
         n = int(rows.distinct_targets[k])
@@ -229,6 +288,8 @@ class ScanDetector:
         arp = int(rows.proto[k]) == PROTO_ARP
         sig = SIG_VERTICAL if vertical else (SIG_ARP if arp else SIG_HORIZONTAL)
         sid = SID_VERTICAL if vertical else (SID_ARP if arp else SID_HORIZONTAL)
+        if slow:
+            sig, sid = SIG_SLOW, SID_SLOW
         internal = is_internal(src)
         if arp:
             # Finding neighbours on the local link: Remote System Discovery.
@@ -270,6 +331,14 @@ class ScanDetector:
             },
             baseline={unit: float(base), "threshold": float(threshold)},
         )
+
+
+def _group_key(rows: ScanRows, k: int) -> tuple[int, ...]:
+    """What a scan row is about: source, kind, and the target host (vertical) or port."""
+    return (
+        int(rows.src_hi[k]), int(rows.src_lo[k]), int(rows.kind[k]), int(rows.dst_hi[k]),
+        int(rows.dst_lo[k]), int(rows.proto[k]), int(rows.dport[k]),
+    )  # fmt: skip
 
 
 def _take_rows(rows: ScanRows, m: np.ndarray) -> ScanRows:
