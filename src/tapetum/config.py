@@ -64,6 +64,10 @@ class ScanSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     #: Distinct addresses one host sends ARP requests for that make an ARP sweep (a router
     #: resolving its clients asks for many too: it learns its own normal and is judged by it).
     arp_hosts: int = 20
+    #: Longer window for slow scans that stay under the thresholds in every `window_s` (0: off).
+    slow_window_s: float = 3600.0
+    #: Distinct probes kept for the slow window; beyond it the rest are dropped and counted.
+    slow_max_probes: int = 1_000_000
     #: Count only probes that failed or carried no data (S0, REJ, RSTO/RSTOS0, OTH, SH …).
     failed_only: bool = True
 
