@@ -138,7 +138,7 @@ def test_cli_json_report_and_benign_capture(
 def test_cli_usage_errors(tmp_path: Path) -> None:
     runner = CliRunner()
     assert runner.invoke(main, ["eval"]).exit_code == 2
-    res = runner.invoke(main, ["eval", "--dataset", "nope", "--data-dir", str(DATA)])
+    res = runner.invoke(main, ["eval", "--dataset", "nope", "--data-dir", str(tmp_path)])
     assert res.exit_code != 0 and "unknown dataset" in str(res.exception or res.output)
 
 
