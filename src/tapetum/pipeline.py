@@ -177,6 +177,9 @@ class Pipeline:
         self.correlator = Correlator(self.config.incidents.gap_s)
         # Link-layer observations (ARP) go to the detectors that ask for them.
         self._arp_detectors = [d for d in self.detectors if hasattr(d, "observe_arp")]
+        # Packet-level detectors (damped per-packet statistics) see every packet batch; the
+        # batch is only valid during the call (the reader reuses its buffers).
+        self._packet_detectors = [d for d in self.detectors if hasattr(d, "observe_packets")]
         self.summary = Summary()
         mcfg = self.config.meter
         # A jump back in time beyond the shortest idle timeout would make flows that start
@@ -253,6 +256,8 @@ class Pipeline:
             s.ip_packets += int(ip.sum())
         if self.analyzer is not None:
             self._feed_protocols(batch, pf)
+        for det in self._packet_detectors:
+            det.observe_packets(batch)
         if self._arp_detectors:
             arp = arp_rows(batch)
             if arp is not None:
