@@ -34,7 +34,8 @@ def test_same_capture_twice_keeps_alert_ids_unique() -> None:
     demo = demo_capture()
     pipe = run(demo, demo)
     ids = [a.alert_id for a in pipe.summary.alerts]
-    assert len(ids) == 6 and len(set(ids)) == 6  # vertical, horizontal and ARP sweep, twice
+    once = len(run(demo).summary.alerts)
+    assert once >= 3 and len(ids) == 2 * once and len(set(ids)) == len(ids)
     assert pipe.summary.flows == 2 * run(demo).summary.flows
 
 

@@ -115,7 +115,11 @@ def analyze(
     except ConfigError as exc:
         err.print(f"[red]error:[/red] {exc}")
         sys.exit(EXIT_CONFIG)
+    # The run id is taken before the store is named as the intel source, so a re-run (now with
+    # the store existing) still replaces its own rows.
     run_id = run_id_for(paths, config)
+    if config.detectors.intel.store is None and store.exists():
+        config.detectors.intel.store = str(store)  # indicators from `tapetum intel import`
     sinks: list[Sink] = []
     db: DuckDBSink | None = None
     try:
@@ -324,9 +328,13 @@ def sql(query: str, store: Path, fmt: str, limit: int) -> None:
 
 def _register_commands() -> None:
     """Subcommands that live in `tapetum.commands` (one line each)."""
+    from tapetum.commands.bench import bench
     from tapetum.commands.eval import eval_command
 
     main.add_command(eval_command)
+    main.add_command(bench)
+    main.add_command(__import__("tapetum.commands.intel", fromlist=["intel"]).intel)
+    main.add_command(__import__("tapetum.commands.dga", fromlist=["dga"]).dga)
 
 
 _register_commands()

@@ -81,6 +81,9 @@ class ProtocolAnomalySection(msgspec.Struct, forbid_unknown_fields=True, kw_only
     self_signed: bool = True
     #: Alert on expired or not yet valid server certificates.
     expired: bool = True
+    #: A notBefore further in the future than this many days means the capture's clock is wrong
+    #: (anonymised captures dated 2000), not the certificate: counted, not alerted.
+    not_yet_valid_max_days: float = 365.0
     #: Alert when the SNI matches neither the certificate's subject CN nor any SAN.
     sni_mismatch: bool = True
     #: Alert on HTTP Basic authorization sent in cleartext HTTP.
@@ -134,10 +137,359 @@ class IntelSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_episodes: int = 100_000
 
 
+class DnsTunnelSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    #: Length of the window in which a host's queries to one parent domain are counted, seconds.
+    window_s: float = 600.0
+    #: Tunnel evidence in one window that makes a tunnel (score 0.5): distinct encoded-looking
+    #: subdomains of one parent domain, weighted up to 2x by the TXT/NULL/CNAME/MX share and up
+    #: to 2x by volume (see `volume_bytes`). A host's own normal raises the bar (2x its maximum).
+    min_subdomains: int = 100
+    #: Mean subdomain length (characters) at which names count fully as encoded data; names of
+    #: 8 characters or fewer do not count at all.
+    min_subdomain_len: int = 24
+    #: Mean character entropy of the subdomains (bits/char) at which names count fully as
+    #: encoded data; 1 bit/char below it they do not count at all.
+    min_entropy_bits: float = 3.5
+    #: Bytes of names sent plus answer data received for one parent domain per window at which
+    #: the volume factor of the tunnel evidence is full (2x).
+    volume_bytes: int = 100_000
+    #: Characters of distinct encoded-looking subdomains sent to one parent domain in a window
+    #: that make DNS exfiltration (score 0.5): upstream data hidden in names.
+    exfil_bytes: int = 100_000
+    #: A parent domain queried by at least this many hosts is common (CDN, cloud, telemetry) ...
+    common_domain_hosts: int = 8
+    #: ... and its bars (tunnel and exfiltration) are this many times higher.
+    common_domain_factor: float = 4.0
+    #: Parent domains never judged (a name equal to or under one of them): anti-virus cloud
+    #: lookups and DNS block lists encode hashes and addresses in names by design. Defaults:
+    #: Sophos, McAfee GTI, ESET LiveGrid, Team Cymru hash registry, Spamhaus, SpamCop, SORBS,
+    #: Barracuda, SURBL, URIBL, abuseat CBL, DNSWL, Mailspike, SenderScore.
+    allowlist: list[str] = msgspec.field(
+        default_factory=lambda: [
+            "sophosxl.net",
+            "avqs.mcafee.com",
+            "avts.mcafee.com",
+            "e5.sk",
+            "hash.cymru.com",
+            "spamhaus.org",
+            "spamhaus.net",
+            "spamcop.net",
+            "sorbs.net",
+            "barracudacentral.org",
+            "surbl.org",
+            "uribl.com",
+            "abuseat.org",
+            "dnswl.org",
+            "mailspike.net",
+            "senderscore.com",
+        ]
+    )
+    #: (host, parent domain) pairs tracked per window; more are counted as dropped.
+    max_pairs: int = 100_000
+    #: Distinct subdomains remembered per (host, parent domain, window); more still count in
+    #: queries and bytes, and are counted as distinct (a tunnel rarely repeats a name).
+    max_names_per_pair: int = 20_000
+    #: Hosts with a learned baseline, and parent domains with a learned host count (prevalence).
+    max_hosts: int = 100_000
+    max_domains: int = 200_000
+
+
+class ExfilSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    #: Networks of the monitored site (CIDR); empty: private, link-local and loopback addresses.
+    internal_networks: list[str] = msgspec.field(
+        default_factory=lambda: ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"]
+    )
+    #: Window lengths, seconds: short windows catch bursts, long ones slow uploads. A pair that
+    #: alerted in a short window is not reported again for the long window around it.
+    windows_s: list[float] = msgspec.field(default_factory=lambda: [600.0, 3600.0])
+    #: Never alert on fewer bytes sent by the internal host in a window, whatever its baseline.
+    min_bytes_out: int = 20_000_000
+    #: Upload/download ratio (bytes sent / received) an upload needs when the host has a baseline.
+    min_ratio: float = 3.0
+    #: Without a baseline for the host (first run): bytes sent to one destination in a window ...
+    floor_bytes: int = 100_000_000
+    #: ... with at least this upload/download ratio (to a destination only this host talks to;
+    #: each further internal host that talks to it raises the bar, see `common_factor`).
+    floor_ratio: float = 10.0
+    #: Windows with external traffic a host needs before its own baseline replaces the floor.
+    min_history_windows: int = 6
+    #: Windows at one hour of the day before that hour's own profile is used.
+    min_hour_windows: int = 3
+    #: Upper edge of normal: EWMA mean + this many EW mean absolute deviations of log10 bytes.
+    mad_k: float = 4.0
+    #: EWMA weight of a new window; each update is clipped to the edge of normal, so one burst
+    #: cannot rewrite the baseline.
+    alpha: float = 0.1
+    #: Most a destination's prevalence raises the bar: bar x min(this, hosts that talk to it).
+    common_factor: float = 10.0
+    #: Bar multiplier when the host has talked to the destination before (not a first contact).
+    known_destination_factor: float = 2.0
+    #: Earlier days on which a pair uploaded at least `min_bytes_out` within an hour of this
+    #: window's hour that make it routine (a nightly backup) ...
+    routine_days: int = 2
+    #: ... judged against this many times its usual (median) volume at that hour.
+    routine_factor: float = 4.0
+    #: Offset of local time from UTC, hours (hour-of-day profiles and explanations).
+    utc_offset_h: float = 0.0
+    #: Internal hosts with a profile; destinations with a prevalence count; pairs with a
+    #: recurrence history; (host, destination) pairs per window. Beyond: dropped and counted.
+    max_hosts: int = 50_000
+    max_destinations: int = 200_000
+    max_routine_pairs: int = 50_000
+    max_pairs_per_window: int = 200_000
+
+
+def _bruteforce_ports() -> dict[str, list[int]]:
+    from tapetum.features.bruteforce import DEFAULT_SERVICE_PORTS
+
+    return {k: list(v) for k, v in DEFAULT_SERVICE_PORTS.items()}
+
+
+def _bruteforce_max_bytes() -> dict[str, int]:
+    from tapetum.features.bruteforce import DEFAULT_MAX_BYTES_TOCLIENT
+
+    return dict(DEFAULT_MAX_BYTES_TOCLIENT)
+
+
+class BruteforceSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    #: Length of the window in which login attempts are counted, seconds.
+    window_s: float = 300.0
+    #: Failed-looking attempts on one target in a window that make password guessing
+    #: (Zeek's detect-bruteforcing: 30 failures in 30 min).
+    guess_attempts: int = 20
+    #: Targets with failed-looking attempts in a window that make password spraying.
+    spray_targets: int = 15
+    #: Web ports (the "web" service) need this many times the evidence of other services.
+    web_factor: float = 5.0
+    #: Web attempts count only if their sizes are this similar (robust coefficient of variation).
+    web_max_cv: float = 0.15
+    #: Web attempts count only if they keep the server busy: summed connection time over their
+    #: span at least this (tools go back to back or in parallel; beacons and polling idle between).
+    web_min_busy: float = 0.5
+    #: Sizes within this robust coefficient of variation count as fully similar; beyond it the
+    #: evidence is discounted, down to half at 1.0.
+    similar_cv: float = 0.25
+    #: Below this share of failed-looking attempts the evidence is discounted proportionally.
+    min_failure_ratio: float = 0.5
+    #: A failed-looking attempt has at most this many packets (both directions).
+    max_packets: int = 60
+    #: A failed-looking attempt lasts at most this long, seconds.
+    max_duration_s: float = 60.0
+    #: Per service ("default" for the rest): most payload bytes from the server in a failed attempt.
+    max_bytes_toclient: dict[str, int] = msgspec.field(default_factory=_bruteforce_max_bytes)
+    #: Service name -> TCP ports (SSH is also recognised on any port by its banner).
+    ports: dict[str, list[int]] = msgspec.field(default_factory=_bruteforce_ports)
+    #: (source, service) baselines kept; beyond it new ones are not learnt (and counted).
+    max_baselines: int = 100_000
+    #: Flows tagged by their application events (SSH banner, HTTP auth) awaiting their flow.
+    max_tagged_flows: int = 200_000
+
+
+class BeaconSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    #: Connections a series needs before it is scored.
+    min_connections: int = 10
+    #: Connection start times kept per series (the newest).
+    max_points: int = 512
+    #: Series kept at once; beyond it the least recently active are evicted (and counted).
+    max_series: int = 50_000
+    #: Combined regularity (0..1) at which the alert score is 0.5 (the alert threshold).
+    alert_regularity: float = 0.75
+    #: Intervals within this fraction of the period (of k periods: times sqrt(k)) count as on
+    #: the period's grid; covers implants' jitter (±30 %) and missed beacons.
+    jitter_tolerance: float = 0.35
+    #: Median intervals shorter than this are bursts, not beacons, seconds.
+    min_period_s: float = 1.0
+    #: A series is complete (and scored) when idle for this many periods (plus the meter's lag).
+    idle_periods: float = 5.0
+    #: A running series is scored this long after it began and again after each such period
+    #: (data time), so long-lived beacons alert before they end, seconds.
+    recheck_s: float = 600.0
+    #: Series are swept for completion at most this often in data time, seconds.
+    check_interval_s: float = 60.0
+    #: In long runs a series must span this long for full coverage credit, seconds.
+    coverage_horizon_s: float = 3600.0
+    #: A destination contacted by at least this share of the sources seen is popular, not C2 ...
+    prevalence_fraction: float = 0.5
+    #: ... once at least this many sources contacted it.
+    prevalence_min_sources: int = 5
+    #: Regularity multiplier for popular destinations.
+    prevalence_weight: float = 0.6
+    #: Periodic infrastructure ("port/proto"): DNS, NTP, DHCP, NetBIOS, SSDP, mDNS, LLMNR.
+    infrastructure_ports: list[str] = msgspec.field(
+        default_factory=lambda: [
+            "53/udp", "53/tcp", "123/udp", "67/udp", "68/udp", "137/udp", "138/udp",
+            "1900/udp", "5353/udp", "5355/udp",
+        ]
+    )  # fmt: skip
+    #: Regularity multiplier for infrastructure ports.
+    infrastructure_weight: float = 0.6
+    #: Destinations never scored: addresses, CIDR blocks or names (SNI / HTTP host; "*.x" suffix).
+    allow_destinations: list[str] = msgspec.field(default_factory=list)
+    #: Also build series per (source, TLS SNI / HTTP host) from application events.
+    by_name: bool = True
+    #: Look for beacons inside one long flow (first-packet timings).
+    in_flow: bool = True
+    #: Originator data packets among a flow's first packets needed for in-flow scoring.
+    in_flow_min_packets: int = 8
+    #: A flow must last this long to be judged as an in-flow beacon, seconds (keep-alives of
+    #: chat, VPN and calls look the same over a minute; C2 sessions persist).
+    in_flow_min_duration_s: float = 300.0
+    #: Destinations (and names) whose sources are tracked for prevalence.
+    max_destinations: int = 100_000
+    #: Sources remembered per destination (enough to judge prevalence).
+    max_sources_per_destination: int = 256
+
+
+class LateralSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    #: Span in which new admin peers of one source and service count as one fan-out, seconds.
+    window_s: float = 3600.0
+    #: New internal admin peers (never used with that service) within the window that alert.
+    min_new_peers: int = 3
+    #: A source's bar is at least this times its learnt new-peers-per-window (admin hosts).
+    baseline_factor: float = 1.5
+    #: A new admin session from B within this many seconds of B receiving one is a chain.
+    chain_window_s: float = 1800.0
+    #: Learn-only period at the start of a stream when nothing is learnt yet, seconds of data
+    #: time; a stream that ends sooner is judged without a baseline (see docs/evaluation).
+    warmup_s: float = 86400.0
+    #: Payload bytes (both directions) a session needs to count; less is a probe.
+    min_payload_bytes: int = 200
+    #: Admin services by destination port (SSH, Telnet, RPC/DCOM, SMB, RDP, WinRM, VNC).
+    services: dict[str, list[int]] = msgspec.field(
+        default_factory=lambda: {
+            "ssh": [22],
+            "telnet": [23],
+            "rpc": [135],
+            "smb": [139, 445],
+            "rdp": [3389],
+            "winrm": [5985, 5986],
+            "vnc": [5900],
+        }
+    )
+    #: Networks counted as internal besides private, link-local and loopback (CIDR).
+    internal_networks: list[str] = msgspec.field(default_factory=list)
+    #: Learnt (source, destination, service) pairs kept; the least recently seen are evicted.
+    max_pairs: int = 200_000
+    #: Hosts with learnt fan-out baselines kept; the least recently active are evicted.
+    max_hosts: int = 50_000
+    #: New contacts awaiting a decision kept; the oldest are dropped (and counted) beyond it.
+    max_pending: int = 100_000
+
+
+class DosSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    #: Window in which flood rates to one victim are measured, seconds.
+    window_s: float = 10.0
+    #: Half-open TCP attempts per second to one victim port that make a SYN flood.
+    syn_floor_per_s: float = 200.0
+    #: Share of the attempts to that port that never completed the handshake, at least.
+    min_half_open_share: float = 0.5
+    #: Unanswered UDP packets per second to one victim that make a UDP flood.
+    udp_floor_per_s: float = 2000.0
+    #: A UDP flow counts as unanswered when replies are at most this share of its packets.
+    udp_max_reply_share: float = 0.1
+    #: ICMP echo packets per second to one victim that make an ICMP flood.
+    icmp_floor_per_s: float = 500.0
+    #: The bar is at least this times the victim's learnt rate (busy servers raise their bar).
+    baseline_factor: float = 3.0
+    #: A flood is one source's (entity: the source) when it sent this share of the packets.
+    single_source_share: float = 0.5
+    #: Consecutive alerting windows merge into one alert of at most this many seconds.
+    episode_max_s: float = 300.0
+    #: Web ports watched for slow HTTP (slowloris, slow POST, slow read).
+    slow_ports: list[int] = msgspec.field(default_factory=lambda: [80, 443, 8000, 8080, 8443])
+    #: A slow connection lasts at least this many seconds …
+    slow_min_duration_s: float = 10.0
+    #: … with the client sending at most this many payload bytes per second …
+    slow_max_bytes_per_s: float = 100.0
+    #: … and the server answering at most this many payload bytes.
+    slow_max_response_bytes: int = 2000
+    #: Concurrent slow connections from one source to one web port that alert.
+    slow_min_connections: int = 40
+    #: Window (by flow end) in which slow connections are gathered, seconds.
+    slow_window_s: float = 300.0
+    #: A flow longer than one window is spread over at most this many windows.
+    max_spread_windows: int = 360
+    #: Victim baselines kept; the least recently updated are evicted (and counted).
+    max_victims: int = 100_000
+
+
+class AnomalySection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    #: Without a loaded model, learn only (no alerts) for this much data time (s) ...
+    warmup_s: float = 3600.0
+    #: ... and for at least this many flows, then score (see detectors/anomaly.py).
+    warmup_flows: int = 200
+    #: Target false-alarm rate per flow for `anomaly.flow` (threshold calibrated on learnt flows).
+    flow_fpr: float = 1e-4
+    #: Target false-alarm rate per host window for `anomaly.host` (calibrated likewise).
+    host_fpr: float = 1e-3
+    #: Host baseline window (s): bytes out, flows, distinct peers and ports per host.
+    window_s: float = 300.0
+    #: Hour-of-day buckets of each host baseline (4: night, morning, afternoon, evening).
+    seasonal_buckets: int = 4
+    #: Windows a baseline needs before it is used (else the host's all-day one, else peers').
+    min_baseline_windows: int = 6
+    #: Smallest spread of a baseline in log units (0.5 = a factor of 1.65 is one unit).
+    min_log_spread: float = 0.5
+    #: Lowest host threshold in robust z units, whatever the calibration says.
+    min_host_z: float = 3.0
+    #: Baseline adaptation rate once a baseline has 1/alpha windows (bounded, see docs).
+    alpha: float = 0.02
+    #: Learnt flows kept (reservoir sample) to fit the flow model on.
+    reservoir_flows: int = 10_000
+    #: Refit the flow model after this many newly learnt flows.
+    refit_flows: int = 5_000
+    #: Hosts with a baseline at most; new hosts beyond are not tracked (counted).
+    max_hosts: int = 50_000
+    #: Only internal (private) addresses get host baselines.
+    internal_hosts_only: bool = True
+    #: Seed of the flow model.
+    seed: int = 0
+
+
+class DgaSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    #: Length of the window in which a host's DNS queries are counted, seconds.
+    window_s: float = 600.0
+    #: Distinct DGA-looking registered domains one host queries in a window that make a
+    #: `dga.domains` alert (score 0.5); the host's own normal raises the bar (3x its level).
+    min_dga_domains: int = 5
+    #: Model score (0..1) at which a name looks generated; 0 uses the threshold shipped with
+    #: the model (chosen for 0.5% false positives on held-out benign domains).
+    name_threshold: float = 0.0
+    #: Distinct registered domains answered NXDOMAIN in a window that make a
+    #: `dga.nxdomain_burst` alert at least (absolute floor).
+    nxdomain_floor: int = 20
+    #: An NXDOMAIN burst (and a DGA count) must also exceed this multiple of the host's level.
+    baseline_factor: float = 3.0
+    #: Per learnt window the host's level decays by this factor (then rises to the new count).
+    baseline_decay: float = 0.95
+    #: Zones whose names never count (besides names without a public suffix and reverse
+    #: lookups, which never count either).
+    local_zones: list[str] = msgspec.field(
+        default_factory=lambda: ["local", "lan", "home.arpa", "internal", "localdomain", "corp"]
+    )
+    #: Do not score labels under Public Suffix List private suffixes (cloudfront.net,
+    #: github.io, …): hosting platforms whose customer labels are often machine-made.
+    skip_private_suffixes: bool = True
+    #: Hosts tracked per window; queries of further hosts are dropped (counted).
+    max_hosts: int = 50_000
+    #: Distinct registered domains tracked per host and window (counts are lower bounds beyond).
+    max_names_per_host: int = 5_000
+    #: Hosts with a learnt baseline at most; the least recently seen are forgotten beyond it.
+    max_baseline_hosts: int = 100_000
+
+
 class DetectorsSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     scan: ScanSection = msgspec.field(default_factory=ScanSection)
+    lateral: LateralSection = msgspec.field(default_factory=LateralSection)
+    dos: DosSection = msgspec.field(default_factory=DosSection)
+    dnstunnel: DnsTunnelSection = msgspec.field(default_factory=DnsTunnelSection)
+    exfil: ExfilSection = msgspec.field(default_factory=ExfilSection)
     protocol: ProtocolAnomalySection = msgspec.field(default_factory=ProtocolAnomalySection)
     intel: IntelSection = msgspec.field(default_factory=IntelSection)
+    bruteforce: BruteforceSection = msgspec.field(default_factory=BruteforceSection)
+    anomaly: AnomalySection = msgspec.field(default_factory=AnomalySection)
+    beacon: BeaconSection = msgspec.field(default_factory=BeaconSection)
+    dga: DgaSection = msgspec.field(default_factory=DgaSection)
 
 
 class IncidentSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

@@ -23,9 +23,87 @@ def _scan(cfg: Config) -> StreamingDetector:
     return ScanDetector(cfg.detectors.scan, lag_s=lag_s)
 
 
+def _protocol(cfg: Config) -> StreamingDetector:
+    from tapetum.detectors.protocol import ProtocolDetector
+
+    return ProtocolDetector(cfg.detectors.protocol)
+
+
+def _intel(cfg: Config) -> StreamingDetector:
+    from tapetum.detectors.intel import IntelDetector
+
+    return IntelDetector.from_config(cfg.detectors.intel)
+
+
+def _bruteforce(cfg: Config) -> StreamingDetector:
+    from tapetum.detectors.bruteforce import BruteforceDetector
+
+    lag_s = max(cfg.meter.tcp_idle_s, cfg.meter.udp_idle_s, cfg.meter.icmp_idle_s)
+    return BruteforceDetector(cfg.detectors.bruteforce, lag_s=lag_s)
+
+
+def _beacon(cfg: Config) -> StreamingDetector:
+    from tapetum.detectors.beacon import BeaconDetector
+
+    lag_s = max(cfg.meter.tcp_idle_s, cfg.meter.udp_idle_s, cfg.meter.icmp_idle_s)
+    return BeaconDetector(cfg.detectors.beacon, lag_s=lag_s)
+
+
+def _dnstunnel(cfg: Config) -> StreamingDetector:
+    from tapetum.detectors.dnstunnel import DnsTunnelDetector
+
+    lag_s = max(cfg.meter.tcp_idle_s, cfg.meter.udp_idle_s, cfg.meter.icmp_idle_s)
+    return DnsTunnelDetector(cfg.detectors.dnstunnel, lag_s=lag_s)
+
+
+def _exfil(cfg: Config) -> StreamingDetector:
+    from tapetum.detectors.exfil import ExfilDetector
+
+    lag_s = max(cfg.meter.tcp_idle_s, cfg.meter.udp_idle_s, cfg.meter.icmp_idle_s)
+    return ExfilDetector(cfg.detectors.exfil, lag_s=lag_s)
+
+
+def _lateral(cfg: Config) -> StreamingDetector:
+    from tapetum.detectors.lateral import LateralDetector
+
+    lag_s = max(cfg.meter.tcp_idle_s, cfg.meter.udp_idle_s, cfg.meter.icmp_idle_s)
+    return LateralDetector(cfg.detectors.lateral, lag_s=lag_s)
+
+
+def _dos(cfg: Config) -> StreamingDetector:
+    from tapetum.detectors.dos import DosDetector
+
+    lag_s = max(cfg.meter.tcp_idle_s, cfg.meter.udp_idle_s, cfg.meter.icmp_idle_s)
+    return DosDetector(cfg.detectors.dos, lag_s=lag_s)
+
+
+def _anomaly(cfg: Config) -> StreamingDetector:
+    from tapetum.detectors.anomaly import AnomalyDetector
+
+    lag_s = max(cfg.meter.tcp_idle_s, cfg.meter.udp_idle_s, cfg.meter.icmp_idle_s)
+    return AnomalyDetector(cfg.detectors.anomaly, lag_s=lag_s)
+
+
+def _dga(cfg: Config) -> StreamingDetector:
+    from tapetum.detectors.dga import DgaDetector
+
+    lag_s = max(cfg.meter.tcp_idle_s, cfg.meter.udp_idle_s, cfg.meter.icmp_idle_s)
+    return DgaDetector(cfg.detectors.dga, lag_s=lag_s)
+
+
 #: Detector name -> factory taking the whole config (each factory passes on its own section).
 DETECTORS: dict[str, Callable[[Config], StreamingDetector]] = {
     "scan": _scan,
+    "dnstunnel": _dnstunnel,
+    "exfil": _exfil,
+    "bruteforce": _bruteforce,
+    "beacon": _beacon,
+    "protocol": _protocol,
+    "intel": _intel,
+    "lateral": _lateral,
+    "dos": _dos,
+    "anomaly": _anomaly,
+    "dga": _dga,
 }
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import io
 import json
+import re
 from typing import Any
 
 import jsonschema
@@ -47,15 +48,21 @@ def test_every_demo_event_is_valid(
 def test_alert_and_incident_fields(demo_events: list[dict[str, Any]]) -> None:
     alerts = [e for e in demo_events if e["event_type"] == "alert"]
     incidents = [e for e in demo_events if e["event_type"] == "incident"]
-    assert alerts and len(incidents) == 1
+    assert alerts and incidents
+    technique = re.compile(r"^T\d{4}(\.\d{3})?$")
     for a in alerts:
         al = a["alert"]
-        assert al["signature"].startswith("scan.")
         assert al["severity"] in (1, 2, 3)
-        assert al["metadata"]["mitre_technique_id"] in (["T1046"], ["T1018"])
-        assert "normal for this host" in al["explanation"]
-    inc = incidents[0]["incident"]
-    assert set(inc["alert_ids"]) == {a["alert"]["alert_id"] for a in alerts}
+        assert al["explanation"] and al["category"]
+        assert all(technique.match(t) for t in al["metadata"]["mitre_technique_id"])
+        if al["signature"].startswith("scan."):
+            assert al["metadata"]["mitre_technique_id"] in (["T1046"], ["T1018"])
+            assert "normal for this host" in al["explanation"]
+    # Every alert belongs to exactly one incident.
+    grouped = [i for e in incidents for i in e["incident"]["alert_ids"]]
+    assert sorted(grouped) == sorted(a["alert"]["alert_id"] for a in alerts)
+    scan = [e for e in incidents if e["incident"]["entity"] == "10.20.0.66"]
+    assert len(scan) == 1
     flows = [e for e in demo_events if e["event_type"] == "flow"]
     assert all(len(f["flow"]["first_packets"]["size"]) <= 32 for f in flows)
     # Application events point at real flows.

@@ -35,6 +35,12 @@ def labelled(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     return _cache[name]
 
 
+def _config(name: str) -> Config:
+    """A scenario may bring its own config as `config() -> Config` (e.g. indicators to load)."""
+    make = getattr(importlib.import_module(f"tests.detectors.scenarios.{name}"), "config", None)
+    return make() if make is not None else Config()
+
+
 def _rows(det: object, steps: list[Step]) -> list[object]:
     return [det.features(s.flows, s.events) for s in steps if s.flows is not None]  # type: ignore[attr-defined]
 
@@ -42,7 +48,7 @@ def _rows(det: object, steps: list[Step]) -> list[object]:
 @pytest.mark.parametrize("name", sorted(DETECTORS))
 def test_empty_and_single_row(name: str, labelled: Labelled) -> None:
     steps, _ = labelled
-    (det,) = build_detectors(Config(), [name])
+    (det,) = build_detectors(_config(name), [name])
     fb = next(s.flows for s in steps if s.flows is not None)
     none = np.zeros(0, dtype=np.int64)
     empty = det.features(fb.take(none), [])
@@ -60,7 +66,7 @@ def test_empty_and_single_row(name: str, labelled: Labelled) -> None:
 @pytest.mark.parametrize("name", sorted(DETECTORS))
 def test_persistence_round_trip(name: str, labelled: Labelled) -> None:
     steps, _ = labelled
-    (det,) = build_detectors(Config(), [name])
+    (det,) = build_detectors(_config(name), [name])
     rows = _rows(det, steps)
     for r in rows[: len(rows) // 2]:
         det.learn(r)
@@ -75,7 +81,7 @@ def test_deterministic_and_detects(name: str, labelled: Labelled) -> None:
     steps, attackers = labelled
     runs = []
     for _ in range(2):
-        (det,) = build_detectors(Config(), [name])
+        (det,) = build_detectors(_config(name), [name])
         runs.append(replay(det, steps))
     assert runs[0] == runs[1]
     assert runs[0], "the labelled set contains attacks: expected alerts"
@@ -88,7 +94,7 @@ def test_deterministic_and_detects(name: str, labelled: Labelled) -> None:
 def test_ranks_attacks_above_benign(name: str, labelled: Labelled) -> None:
     """ROC-AUC over entity-level maximum scores: attackers vs benign entities."""
     steps, attackers = labelled
-    (det,) = build_detectors(Config(), [name])
+    (det,) = build_detectors(_config(name), [name])
     best: dict[str, float] = {}
     for rows in _rows(det, steps):
         scores = det.score(rows)

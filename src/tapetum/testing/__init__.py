@@ -1,5 +1,15 @@
 """Synthetic, realistic packet captures for tests, the demo capture, and benchmarks."""
 
+from tapetum.testing.anomalies import http_basic_auth_session, tls_cert_session
+from tapetum.testing.attacks import (
+    beacon,
+    http_auth_failure,
+    keepalive_beacon,
+    password_guessing,
+    password_spraying,
+    ssh_auth_failure,
+    udp_beacon,
+)
 from tapetum.testing.capture import (
     LINKTYPE_ETHERNET,
     LINKTYPE_RAW,
@@ -7,6 +17,7 @@ from tapetum.testing.capture import (
     Interface,
     write_capture,
 )
+from tapetum.testing.floods import icmp_flood, slowloris, syn_flood, udp_flood
 from tapetum.testing.synth import (
     CaptureBuilder,
     Ctx,
@@ -27,6 +38,7 @@ from tapetum.testing.synth import (
     udp_exchange,
     vertical_scan,
 )
+from tapetum.testing.tunnels import dnscat2_session, iodine_session
 from tapetum.testing.wire import LINUX, MACOS, WINDOWS, Host, OsProfile, Packet
 
 __all__ = [
@@ -44,19 +56,34 @@ __all__ = [
     "Packet",
     "SessionMerger",
     "TcpConnection",
+    "beacon",
     "dns_lookup",
+    "dnscat2_session",
     "horizontal_scan",
+    "http_auth_failure",
+    "http_basic_auth_session",
     "http_session",
+    "icmp_flood",
+    "iodine_session",
+    "keepalive_beacon",
     "merge_sessions",
     "ntp_exchange",
     "ordered",
+    "password_guessing",
+    "password_spraying",
     "ping",
     "scan_ports",
+    "slowloris",
+    "ssh_auth_failure",
     "ssh_session",
+    "syn_flood",
     "tcp_failed",
     "tcp_session",
+    "tls_cert_session",
     "tls_session",
+    "udp_beacon",
     "udp_exchange",
+    "udp_flood",
     "vertical_scan",
     "write_capture",
 ]
