@@ -23,7 +23,7 @@ import numpy as np
 from tapetum.alerts.correlate import Correlator
 from tapetum.config import Config
 from tapetum.detectors.base import StreamingDetector
-from tapetum.errors import CaptureFormatError
+from tapetum.errors import CaptureFormatError, InputError
 from tapetum.flows.community import community_id_array
 from tapetum.flows.key import addr_text_array, proto_name
 from tapetum.flows.meter import FlowBatch, FlowMeter, PacketFlows
@@ -43,6 +43,7 @@ from tapetum.sinks.base import Record, Sink
 from tapetum.sinks.eve import vlan_list
 from tapetum.sources import decode as D
 from tapetum.sources.arp import arp_rows
+from tapetum.sources.base import RecordBatch
 from tapetum.sources.pcap import PacketBatch
 
 #: Zeek's service names for the analyzers' event types.
@@ -180,6 +181,9 @@ class Pipeline:
         # Packet-level detectors (damped per-packet statistics) see every packet batch; the
         # batch is only valid during the call (the reader reuses its buffers).
         self._packet_detectors = [d for d in self.detectors if hasattr(d, "observe_packets")]
+        # Authentication events (from auth logs) go to the detectors that ask for them.
+        self._auth_detectors = [d for d in self.detectors if hasattr(d, "observe_auth")]
+        self._records_now_ns: int | None = None
         self.summary = Summary()
         mcfg = self.config.meter
         # A jump back in time beyond the shortest idle timeout would make flows that start
@@ -214,10 +218,15 @@ class Pipeline:
             return rep
         try:
             for batch in reader:
-                self.process_batch(batch)
+                if isinstance(batch, RecordBatch):
+                    self.process_records(batch)
+                    done = batch.records
+                else:
+                    self.process_batch(batch)
+                    done = batch.n
                 if progress is not None:
-                    progress(path, reader.progress_bytes, reader.total_bytes, batch.n)
-        except CaptureFormatError as exc:
+                    progress(path, reader.progress_bytes, reader.total_bytes, done)
+        except InputError as exc:
             rep.error = str(exc)
         finally:
             reader.close()
@@ -265,6 +274,33 @@ class Pipeline:
                 for det in self._arp_detectors:
                     det.observe_arp(arp)
         self._finish_flows(finished)
+
+    def process_records(self, rb: RecordBatch) -> None:
+        """Records from a sensor's logs: they join after the meter. Events first (they name the
+        services of their flows), then flows, then authentication events and foreign alerts."""
+        s = self.summary
+        times = [e.ts_ns for e in rb.events] + [a.ts_ns for a in rb.auth]
+        if rb.flows is not None and len(rb.flows):
+            times += [int(rb.flows.num["start_ns"].min()), int(rb.flows.num["end_ns"].max())]
+        if times:
+            lo, hi = min(times), max(times)
+            s.first_ns = lo if s.first_ns is None else min(s.first_ns, lo)
+            s.last_ns = hi if s.last_ns is None else max(s.last_ns, hi)
+            self._records_now_ns = hi if self._records_now_ns is None else max(
+                self._records_now_ns, hi)  # fmt: skip
+        if rb.events:
+            self._write_events(rb.events)
+        if rb.auth:
+            s.events["auth"] += len(rb.auth)
+            for det in self._auth_detectors:
+                det.observe_auth(rb.auth)
+            self._emit(list(rb.auth))
+        self._finish_flows([rb.flows] if rb.flows is not None and len(rb.flows) else [])
+        if rb.alerts:
+            self._alerts(rb.alerts)
+        if rb.auth and not (rb.flows is not None and len(rb.flows)):
+            for det in self.detectors:  # no flows to drive the poll: auth alone advances time
+                self._alerts(det.poll(self._records_now_ns))
 
     def _clock_jump(self) -> None:
         """Time went back by more than any idle timeout (files out of order, a clock reset):
@@ -469,7 +505,8 @@ class Pipeline:
             return
         self.summary.alerts.extend(alerts)
         self.summary.events["alert"] += len(alerts)
-        now = self.meter.now_ns if self.meter.now_ns is not None else self.summary.last_ns
+        now = self.meter.now_ns if self.meter.now_ns is not None else self._records_now_ns
+        now = now if now is not None else self.summary.last_ns
         for a in alerts:
             self.alert_emitted_ns[a.alert_id] = max(now or a.ts_ns, a.last_ts_ns or a.ts_ns)
         self.correlator.add(alerts)

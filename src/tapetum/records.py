@@ -109,6 +109,28 @@ class SshEvent(msgspec.Struct, frozen=True, kw_only=True):
     server: SshEndpoint | None = None
 
 
+class AuthEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """One authentication attempt from a log (sshd, Windows Security, a generic JSON line).
+
+    `outcome` is "success", "failure" or "other"; `host` is the machine that was logged in to
+    (the log's host name), `dest_ip` its address when known; `src_ip` where the login came from.
+    """
+
+    ts_ns: int
+    outcome: str
+    service: str
+    source: str
+    user: str | None = None
+    src_ip: str | None = None
+    src_port: int | None = None
+    host: str | None = None
+    dest_ip: str | None = None
+    method: str | None = None
+    event_id: str | None = None
+    logon_type: int | None = None
+    reason: str | None = None
+
+
 class Alert(msgspec.Struct, frozen=True, kw_only=True):
     """A detector's finding: scored, explained, mapped to ATT&CK.
 

@@ -5,6 +5,7 @@ A new component is one module, one line below, one test file.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -119,10 +120,10 @@ def build_detectors(cfg: Config, names: list[str] | None = None) -> list[Streami
     return [DETECTORS[n](cfg) for n in chosen]
 
 
-def _pcap_probe(head: bytes) -> bool:
+def _pcap_probe(path: str, head: bytes) -> bool:
     magics = (b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4", b"\x4d\x3c\xb2\xa1",
               b"\xa1\xb2\x3c\x4d", b"\x0a\x0d\x0d\x0a")  # fmt: skip
-    return head[:4] in magics or head[:2] == b"\x1f\x8b"  # or gzip
+    return head[:4] in magics
 
 
 def _pcap_open(path: str) -> Source:
@@ -131,21 +132,41 @@ def _pcap_open(path: str) -> Source:
     return CaptureReader(path)
 
 
-#: Source name -> (probe on the file's first bytes, opener). The first probe that matches wins.
-SOURCES: dict[str, tuple[Callable[[bytes], bool], Callable[[str], Source]]] = {
+#: Source name -> (probe, opener). A probe gets the path and the input's first bytes
+#: (`HEAD_BYTES`, decompressed when the file is gzip; empty for a folder). First match wins.
+SOURCES: dict[str, tuple[Callable[[str, bytes], bool], Callable[[str], Source]]] = {
     "pcap": (_pcap_probe, _pcap_open),
 }
+
+HEAD_BYTES = 4096
+
+
+def read_head(path: str) -> bytes:
+    """The first bytes of an input as probes see them (a folder has none)."""
+    import gzip
+    import zlib
+
+    if os.path.isdir(path):
+        return b""
+    with open(path, "rb") as fh:
+        head = fh.read(HEAD_BYTES)
+    if head[:2] == b"\x1f\x8b":
+        try:
+            with gzip.open(path, "rb") as gz:
+                return gz.read(HEAD_BYTES)
+        except (OSError, EOFError, zlib.error):
+            return head  # a broken gzip: let the readers name the problem
+    return head
 
 
 def open_source(path: str) -> Source:
     """Open an input by its content (not its name)."""
     try:
-        with open(path, "rb") as fh:
-            head = fh.read(16)
+        head = read_head(path)
     except OSError as exc:
         raise CaptureFormatError(path, None, exc.strerror or str(exc)) from None
     for probe, opener in SOURCES.values():
-        if probe(head):
+        if probe(path, head):
             return opener(path)
     # No probe matched: let the capture reader name the problem precisely (empty, bad magic …).
     return _pcap_open(path)

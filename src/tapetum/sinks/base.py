@@ -5,9 +5,17 @@ from __future__ import annotations
 from typing import Protocol
 
 from tapetum.flows.meter import FlowBatch
-from tapetum.records import Alert, DnsEvent, HttpEvent, Incident, SshEvent, TlsEvent
+from tapetum.records import (
+    Alert,
+    AuthEvent,
+    DnsEvent,
+    HttpEvent,
+    Incident,
+    SshEvent,
+    TlsEvent,
+)
 
-Record = DnsEvent | TlsEvent | HttpEvent | SshEvent | Alert | Incident
+Record = DnsEvent | TlsEvent | HttpEvent | SshEvent | AuthEvent | Alert | Incident
 
 
 class Sink(Protocol):

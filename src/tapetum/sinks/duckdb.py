@@ -16,7 +16,15 @@ import numpy as np
 
 from tapetum.errors import StoreError
 from tapetum.flows.meter import FlowBatch
-from tapetum.records import Alert, DnsEvent, HttpEvent, Incident, SshEvent, TlsEvent
+from tapetum.records import (
+    Alert,
+    AuthEvent,
+    DnsEvent,
+    HttpEvent,
+    Incident,
+    SshEvent,
+    TlsEvent,
+)
 from tapetum.sinks.base import Record
 
 SCHEMA = """
@@ -66,6 +74,11 @@ CREATE TABLE IF NOT EXISTS ssh (
     client_proto_version VARCHAR, client_software VARCHAR,
     server_proto_version VARCHAR, server_software VARCHAR
 );
+CREATE TABLE IF NOT EXISTS auth (
+    run_id VARCHAR, ts TIMESTAMP_NS, outcome VARCHAR, service VARCHAR, source VARCHAR,
+    "user" VARCHAR, src_ip VARCHAR, src_port INTEGER, host VARCHAR, dest_ip VARCHAR,
+    method VARCHAR, event_id VARCHAR, logon_type INTEGER, reason VARCHAR
+);
 CREATE TABLE IF NOT EXISTS alerts (
     run_id VARCHAR, alert_id VARCHAR, ts TIMESTAMP_NS, signature VARCHAR, signature_id INTEGER,
     category VARCHAR, severity INTEGER, score DOUBLE, entity VARCHAR, explanation VARCHAR,
@@ -85,7 +98,7 @@ CREATE TABLE IF NOT EXISTS incidents (
 
 FLOW_INSERT_ROWS = 100_000
 RECORD_INSERT_ROWS = 50_000
-TABLES = ("runs", "flows", "dns", "tls", "http", "ssh", "alerts", "incidents")
+TABLES = ("runs", "flows", "dns", "tls", "http", "ssh", "auth", "alerts", "incidents")
 
 
 def connect(path: str | Path, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
@@ -295,6 +308,12 @@ RECORD_COLUMNS: dict[type, tuple[str, list[tuple[str, str]]]] = {
         ("client_software", "client.software_version"),
         ("server_proto_version", "server.proto_version"),
         ("server_software", "server.software_version"),
+    ]),
+    AuthEvent: ("auth", [
+        *((c, c) for c in (
+            "outcome", "service", "source", "user", "src_ip", "src_port", "host", "dest_ip",
+            "method", "event_id", "logon_type", "reason",
+        )), ("ts", "ts_ns"),
     ]),
     Alert: ("alerts", [
         *((c, c) for c in (

@@ -12,7 +12,16 @@ from typing import Any
 import numpy as np
 
 from tapetum.flows.meter import FlowBatch
-from tapetum.records import Alert, DnsEvent, FlowRef, HttpEvent, Incident, SshEvent, TlsEvent
+from tapetum.records import (
+    Alert,
+    AuthEvent,
+    DnsEvent,
+    FlowRef,
+    HttpEvent,
+    Incident,
+    SshEvent,
+    TlsEvent,
+)
 
 EventDict = dict[str, Any]
 
@@ -277,7 +286,34 @@ def incident_event(i: Incident) -> EventDict:
     return ev
 
 
-def record_event(r: DnsEvent | TlsEvent | HttpEvent | SshEvent | Alert | Incident) -> EventDict:
+def auth_event(a: AuthEvent) -> EventDict:
+    """An authentication attempt from a log (Tapetum's own event type `auth`)."""
+    ev: EventDict = {"timestamp": ts_text(a.ts_ns), "event_type": "auth"}
+    if a.src_ip is not None:
+        ev["src_ip"] = a.src_ip
+    if a.src_port is not None:
+        ev["src_port"] = a.src_port
+    if a.dest_ip is not None:
+        ev["dest_ip"] = a.dest_ip
+    ev["auth"] = _drop_none(
+        {
+            "outcome": a.outcome,
+            "service": a.service,
+            "source": a.source,
+            "user": a.user,
+            "host": a.host,
+            "method": a.method,
+            "event_id": a.event_id,
+            "logon_type": a.logon_type,
+            "reason": a.reason,
+        }
+    )
+    return ev
+
+
+def record_event(
+    r: DnsEvent | TlsEvent | HttpEvent | SshEvent | AuthEvent | Alert | Incident,
+) -> EventDict:
     if isinstance(r, DnsEvent):
         return dns_event(r)
     if isinstance(r, TlsEvent):
@@ -286,6 +322,8 @@ def record_event(r: DnsEvent | TlsEvent | HttpEvent | SshEvent | Alert | Inciden
         return http_event(r)
     if isinstance(r, SshEvent):
         return ssh_event(r)
+    if isinstance(r, AuthEvent):
+        return auth_event(r)
     if isinstance(r, Alert):
         return alert_event(r)
     return incident_event(r)
