@@ -333,6 +333,7 @@ def _register_commands() -> None:
 
     main.add_command(eval_command)
     main.add_command(bench)
+    main.add_command(__import__("tapetum.commands.lab", fromlist=["lab"]).lab)
     main.add_command(__import__("tapetum.commands.intel", fromlist=["intel"]).intel)
     main.add_command(__import__("tapetum.commands.dga", fromlist=["dga"]).dga)
 
