@@ -1,7 +1,8 @@
 """Command line: `tapetum analyze`, `tapetum sql`.
 
 Exit codes: 0 success (input warnings are reported, not fatal); 1 some inputs could not be read
-(the rest were analysed); 2 usage error; 3 no input could be read; 4 store error; 5 config error.
+(the rest were analysed); 2 usage error; 3 no input could be read; 4 store error; 5 config error;
+6 model error (a `--model` directory missing, damaged, edited or from another version).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ EXIT_PARTIAL = 1
 EXIT_NO_INPUT = 3
 EXIT_STORE = 4
 EXIT_CONFIG = 5
+EXIT_MODEL = 6
 DEFAULT_STORE = "tapetum.duckdb"
 SEVERITY_NAMES = {1: "high", 2: "medium", 3: "low"}
 
@@ -69,7 +71,7 @@ def _human_bytes(n: float) -> str:
 
 
 @main.command()
-@click.argument("captures", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("captures", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--demo", is_flag=True, help="Analyse the small capture bundled with Tapetum.")
 @store_option("DuckDB file to store flows, metadata, alerts and incidents in.")
 @click.option("--no-store", is_flag=True, help="Do not write the DuckDB store.")
@@ -87,6 +89,10 @@ def _human_bytes(n: float) -> str:
     help="TOML configuration file.",
 )
 @click.option("--no-progress", is_flag=True, help="Do not show a progress bar.")
+@click.option("--model", "model", type=click.Path(path_type=Path),
+              help="Start from a model made by `tapetum learn` (a model directory).")  # fmt: skip
+@click.option("--update-model", is_flag=True,
+              help="Save what the detectors learnt while analysing back into --model.")  # fmt: skip
 def analyze(
     captures: tuple[Path, ...],
     demo: bool,
@@ -96,6 +102,8 @@ def analyze(
     as_json: bool,
     config_path: Path | None,
     no_progress: bool,
+    model: Path | None = None,
+    update_model: bool = False,
 ) -> None:
     """Analyse capture files (pcap, pcapng, optionally .gz) and print explained incidents."""
     from tapetum.config import load_config
@@ -118,8 +126,24 @@ def analyze(
     # The run id is taken before the store is named as the intel source, so a re-run (now with
     # the store existing) still replaces its own rows.
     run_id = run_id_for(paths, config)
+    if update_model and model is None:
+        raise click.UsageError("--update-model needs --model")
+    from tapetum.learning import config_hash
+
+    cfg_hash = config_hash(config)  # before the CLI fills in the intel store below
     if config.detectors.intel.store is None and store.exists():
         config.detectors.intel.store = str(store)  # indicators from `tapetum intel import`
+    detectors = None  # the model's (checked before anything is written), else the config's
+    if model is not None:
+        from tapetum.learning import load_model
+
+        try:
+            detectors, manifest, model_warnings = load_model(model, config, cfg_hash)
+        except TapetumError as exc:
+            err.print(f"[red]error:[/red] {exc}")
+            sys.exit(EXIT_MODEL)
+        for w in model_warnings:
+            err.print(f"[yellow]warning:[/yellow] {w}")
     sinks: list[Sink] = []
     db: DuckDBSink | None = None
     try:
@@ -140,7 +164,7 @@ def analyze(
         err.print(f"[red]error:[/red] {jsonl_path}: {exc.strerror}")
         sys.exit(EXIT_STORE)
 
-    pipe = Pipeline(config, sinks)
+    pipe = Pipeline(config, sinks, detectors=detectors)
     show_progress = not no_progress and err.is_terminal
     progress = Progress(
         TextColumn("[bold]{task.fields[name]}"),
@@ -175,6 +199,14 @@ def analyze(
             for w in rep.warnings:
                 err.print(f"[yellow]warning:[/yellow] {w}")
         summary = pipe.finish()
+    if model is not None and update_model:
+        from tapetum.learning import update_model as save_update
+
+        try:
+            save_update(model, pipe.detectors, config, summary, manifest, cfg_hash)
+        except OSError as exc:
+            err.print(f"[red]error:[/red] {model}: cannot update the model: {exc}")
+            sys.exit(EXIT_MODEL)
     for sink in sinks:
         if db is sink:
             db.end_run(summary.to_dict())
@@ -336,6 +368,9 @@ def _register_commands() -> None:
     main.add_command(__import__("tapetum.commands.lab", fromlist=["lab"]).lab)
     main.add_command(__import__("tapetum.commands.intel", fromlist=["intel"]).intel)
     main.add_command(__import__("tapetum.commands.dga", fromlist=["dga"]).dga)
+    main.add_command(__import__("tapetum.commands.learn", fromlist=["learn"]).learn)
+    main.add_command(__import__("tapetum.commands.ingest", fromlist=["ingest"]).ingest)
+    main.add_command(__import__("tapetum.commands.collect", fromlist=["collect"]).collect)
 
 
 _register_commands()

@@ -283,6 +283,18 @@ class BruteforceSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True
     max_baselines: int = 100_000
     #: Flows tagged by their application events (SSH banner, HTTP auth) awaiting their flow.
     max_tagged_flows: int = 200_000
+    #: Auth logs: failed logins (exact outcomes) from one source to one service in a window
+    #: that make password guessing (fail2ban's default bans at 5 in 10 min).
+    auth_guess_failures: int = 10
+    #: Auth logs: distinct user names with failed logins from one source and service in a
+    #: window that make password spraying ...
+    auth_spray_users: int = 5
+    #: ... when the median of failures per user name is at most this (few tries each).
+    auth_spray_max_per_user: float = 3.0
+    #: Auth logs: lines may arrive this late (seconds) before a window is judged.
+    auth_lag_s: float = 60.0
+    #: Auth logs: (source, service) tallies per window at most (further ones counted, dropped).
+    max_auth_sources: int = 100_000
 
 
 class BeaconSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -478,6 +490,76 @@ class DgaSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_baseline_hosts: int = 100_000
 
 
+class KitsuneSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    #: Run in `tapetum analyze` without being named (off by default: it costs about 5 µs per
+    #: packet, several times the rest of the pipeline); a model learnt with it runs it anyway.
+    enabled: bool = False
+    #: Data time (s) at the start of learning whose packets choose the feature groups (the
+    #: paper's feature-mapping grace period).
+    fm_grace_s: float = 60.0
+    #: Further data time (s) of learning before the autoencoders are trained (training grace).
+    train_grace_s: float = 540.0
+    #: ... and at least this many learnt packets before training.
+    min_train_packets: int = 10_000
+    #: Learnt packets kept (a uniform reservoir beyond) to train and refit on.
+    max_train_packets: int = 100_000
+    #: Refit on the reservoir after this many newly learnt packets (0: never).
+    refit_packets: int = 1_000_000
+    #: One source address may provide at most this share of the packets learnt between refits.
+    max_source_share: float = 0.25
+    #: Target false-alarm rate per packet of the threshold calibrated on held-out learnt packets.
+    false_alarm_rate: float = 1e-3
+    #: Window (s) in which a host's anomalous packets are counted for one alert.
+    window_s: float = 60.0
+    #: Anomalous packets of a host (sent, or answers drawn) in a window that raise an alert.
+    min_anomalous_packets: int = 20
+    #: Anomalous conversations (host pair and window) held; beyond, their packets are counted.
+    max_pairs: int = 10_000
+    #: A host that answered an alerted conversation is not alerted on for this long (s) after
+    #: it (its statistics remember the attack; slowest half-life 100 s), unless it has more
+    #: anomalous packets than that conversation had.
+    collateral_s: float = 300.0
+    #: Largest number of statistics per autoencoder (the paper's m).
+    max_ae_size: int = 10
+    #: Hosts with damped statistics at most (the stalest eighth is evicted when full, counted).
+    max_hosts: int = 65_536
+    #: Host pairs with damped statistics at most (likewise).
+    max_channels: int = 262_144
+    #: Sockets (address:port pairs) with damped statistics at most (likewise).
+    max_sockets: int = 524_288
+    #: Seed of weight initialisation, batch shuffling and reservoir sampling.
+    seed: int = 0
+
+
+class UbaSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    #: A login hour whose probability mass under the user's own hour-of-week profile (hours no
+    #: more likely than it) is below this is unusual: a false-alarm rate per login. After n
+    #: logins an hour never used has mass about 0.6/(n+1), so this alerts from ~30 logins on.
+    unusual_time_p: float = 0.02
+    #: Successful logins learnt before a user's hours (and first sensitive access) are judged.
+    min_history_logins: int = 20
+    #: Logins with a known country learnt before a new country is unusual.
+    min_country_logins: int = 5
+    #: Travel faster than this between two successful logins is impossible, km/h (airliners
+    #: cruise at ~900).
+    max_speed_kmh: float = 1000.0
+    #: Countries closer than this never make impossible travel (GeoIP is wrong near borders), km.
+    min_travel_km: float = 500.0
+    #: Failed logins of a user within `burst_window_s` before a success that make
+    #: "success after a failure burst" (the user's own usual burst, doubled, when higher).
+    burst_failures: int = 5
+    #: The window before a success in which the user's failures count, seconds.
+    burst_window_s: float = 900.0
+    #: Hosts (names), addresses and CIDR networks whose logins are sensitive.
+    sensitive_assets: list[str] = msgspec.field(default_factory=list)
+    #: Logins to a sensitive asset are unusual in time at this multiple of `unusual_time_p`.
+    sensitive_time_factor: float = 5.0
+    #: The same finding about the same user is alerted again only after this long, seconds.
+    repeat_s: float = 86_400.0
+    #: Users with a profile at most; the least recently active are forgotten beyond (counted).
+    max_users: int = 100_000
+
+
 class DetectorsSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     scan: ScanSection = msgspec.field(default_factory=ScanSection)
     lateral: LateralSection = msgspec.field(default_factory=LateralSection)
@@ -490,6 +572,8 @@ class DetectorsSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     anomaly: AnomalySection = msgspec.field(default_factory=AnomalySection)
     beacon: BeaconSection = msgspec.field(default_factory=BeaconSection)
     dga: DgaSection = msgspec.field(default_factory=DgaSection)
+    kitsune: KitsuneSection = msgspec.field(default_factory=KitsuneSection)
+    uba: UbaSection = msgspec.field(default_factory=UbaSection)
 
 
 class IncidentSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from tapetum.alerts.correlate import Correlator
+from tapetum.alerts.entities import EntityResolver
 from tapetum.config import Config
 from tapetum.detectors.base import StreamingDetector
 from tapetum.errors import CaptureFormatError, InputError
@@ -176,6 +177,8 @@ class Pipeline:
         self.analyzer = ProtocolAnalyzer(max_flows=pc.max_flows) if pc.enabled else None
         self.detectors = build_detectors(self.config) if detectors is None else detectors
         self.correlator = Correlator(self.config.incidents.gap_s)
+        # Who was behind an address (auth logs): incidents about it name the users.
+        self.entities = EntityResolver()
         # Link-layer observations (ARP) go to the detectors that ask for them.
         self._arp_detectors = [d for d in self.detectors if hasattr(d, "observe_arp")]
         # Packet-level detectors (damped per-packet statistics) see every packet batch; the
@@ -292,6 +295,7 @@ class Pipeline:
             self._write_events(rb.events)
         if rb.auth:
             s.events["auth"] += len(rb.auth)
+            self.entities.observe_auth(rb.auth)
             for det in self._auth_detectors:
                 det.observe_auth(rb.auth)
             self._emit(list(rb.auth))
@@ -301,6 +305,19 @@ class Pipeline:
         if rb.auth and not (rb.flows is not None and len(rb.flows)):
             for det in self.detectors:  # no flows to drive the poll: auth alone advances time
                 self._alerts(det.poll(self._records_now_ns))
+
+    def tick(self, now_ns: int) -> None:
+        """Live mode only (`tapetum watch`): data time has reached `now_ns` although no packet
+        says so (the interface is idle). Flows idle at `now_ns` are exported and detectors'
+        windows complete against it, so alerts do not wait for the next packet. The caller
+        advances `now_ns` from the last packet's time by the wall clock: the one place wall
+        time enters, and never for files (replay equals live because packets carry the time)."""
+        if self.meter.now_ns is None:
+            return
+        now_ns = max(now_ns, self.meter.now_ns)
+        self._finish_flows(self.meter.expire(now_ns))
+        for det in self.detectors:
+            self._alerts(det.poll(now_ns))
 
     def _clock_jump(self) -> None:
         """Time went back by more than any idle timeout (files out of order, a clock reset):
@@ -320,7 +337,7 @@ class Pipeline:
             self._write_events(self.analyzer.drain())
         for det in self.detectors:
             self._alerts(det.flush())
-        incidents = self.correlator.incidents()
+        incidents = [self.entities.annotate(i) for i in self.correlator.incidents()]
         self.summary.incidents = incidents
         self._emit(list(incidents))
         for sink in self.sinks:

@@ -184,6 +184,8 @@ class Incident(msgspec.Struct, frozen=True, kw_only=True):
     stage: str = "reconnaissance"
     src_ip: str | None = None
     dest_ips: tuple[str, ...] = ()
+    #: Accounts that logged in from the incident's address around its time (auth logs).
+    users: tuple[str, ...] = ()
 
 
 AppEvent = DnsEvent | TlsEvent | HttpEvent | SshEvent

@@ -92,6 +92,18 @@ def _dga(cfg: Config) -> StreamingDetector:
     return DgaDetector(cfg.detectors.dga, lag_s=lag_s)
 
 
+def _kitsune(cfg: Config) -> StreamingDetector:
+    from tapetum.detectors.kitsune import KitsuneDetector
+
+    return KitsuneDetector(cfg.detectors.kitsune)
+
+
+def _uba(cfg: Config) -> StreamingDetector:
+    from tapetum.detectors.uba import UbaDetector
+
+    return UbaDetector(cfg.detectors.uba)
+
+
 #: Detector name -> factory taking the whole config (each factory passes on its own section).
 DETECTORS: dict[str, Callable[[Config], StreamingDetector]] = {
     "scan": _scan,
@@ -105,11 +117,20 @@ DETECTORS: dict[str, Callable[[Config], StreamingDetector]] = {
     "dos": _dos,
     "anomaly": _anomaly,
     "dga": _dga,
+    "kitsune": _kitsune,
+    "uba": _uba,
 }
 
 
+def enabled_by_default(cfg: Config, name: str) -> bool:
+    """A detector whose config section has `enabled = false` (costly ones, e.g. kitsune) is left
+    out of the default set; named explicitly it is built anyway."""
+    return bool(getattr(getattr(cfg.detectors, name, None), "enabled", True))
+
+
 def build_detectors(cfg: Config, names: list[str] | None = None) -> list[StreamingDetector]:
-    chosen = list(DETECTORS) if names is None else names
+    """The named detectors, or (names None) every registered one enabled by default."""
+    chosen = [n for n in DETECTORS if enabled_by_default(cfg, n)] if names is None else names
     unknown = [n for n in chosen if n not in DETECTORS]
     if unknown:
         from tapetum.errors import ConfigError
@@ -132,10 +153,44 @@ def _pcap_open(path: str) -> Source:
     return CaptureReader(path)
 
 
+def _auth_probe(kind: str) -> Callable[[str, bytes], bool]:
+    def probe(path: str, head: bytes) -> bool:
+        from tapetum.sources import authlog, winauth
+
+        fn = {"syslog": authlog.probe_syslog, "json": authlog.probe_json,
+              "evtx": winauth.probe_evtx}[kind]  # fmt: skip
+        return fn(path, head)
+
+    return probe
+
+
+def _auth_open(kind: str) -> Callable[[str], Source]:
+    def opener(path: str) -> Source:
+        from tapetum.sources import authlog, winauth
+
+        if kind == "syslog":
+            return authlog.AuthLogSource(path)
+        return authlog.JsonAuthSource(path) if kind == "json" else winauth.EvtxSource(path)
+
+    return opener
+
+
+def _src(name: str) -> Any:
+    """A source module imported on first use (Zeek logs, Suricata EVE)."""
+    import importlib
+
+    return importlib.import_module(f"tapetum.sources.{name}")
+
+
 #: Source name -> (probe, opener). A probe gets the path and the input's first bytes
 #: (`HEAD_BYTES`, decompressed when the file is gzip; empty for a folder). First match wins.
 SOURCES: dict[str, tuple[Callable[[str, bytes], bool], Callable[[str], Source]]] = {
     "pcap": (_pcap_probe, _pcap_open),
+    "zeek": (lambda p, h: _src("zeek").probe(p, h), lambda p: _src("zeek").open_source(p)),
+    "eve": (lambda p, h: _src("eve").probe(p, h), lambda p: _src("eve").open_source(p)),
+    "evtx": (_auth_probe("evtx"), _auth_open("evtx")),
+    "auth-syslog": (_auth_probe("syslog"), _auth_open("syslog")),
+    "auth-json": (_auth_probe("json"), _auth_open("json")),
 }
 
 HEAD_BYTES = 4096

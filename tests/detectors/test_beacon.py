@@ -25,7 +25,7 @@ from tapetum.testing import (
     udp_beacon,
 )
 from tests.conftest import data_path
-from tests.detectors.helpers import replay, stream_of
+from tests.detectors.helpers import replay, stream_of, write
 from tests.detectors.scenarios.beacon import CLIENTS, benign_periodic
 from tests.detectors.scenarios.scan import office
 
@@ -35,12 +35,6 @@ NS = 1_000_000_000
 
 def detect(path: Path, config: BeaconSection | None = None) -> list[Alert]:
     return replay(BeaconDetector(config), stream_of(path))
-
-
-def write(b: CaptureBuilder, tmp_path: Path, name: str) -> Path:
-    path = tmp_path / name
-    b.write(path)
-    return path
 
 
 def test_slips_test_cc_beacon() -> None:

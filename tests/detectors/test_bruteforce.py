@@ -25,7 +25,7 @@ from tapetum.testing import (
     ssh_session,
 )
 from tests.conftest import data_path
-from tests.detectors.helpers import replay, stream_of
+from tests.detectors.helpers import replay, stream_of, write
 from tests.detectors.scenarios.bruteforce import admins
 from tests.detectors.scenarios.scan import office
 
@@ -34,12 +34,6 @@ SERVER = Host("10.1.0.50")
 
 def detect(path: Path, config: BruteforceSection | None = None) -> list[Alert]:
     return replay(BruteforceDetector(config), stream_of(path))
-
-
-def write(b: CaptureBuilder, tmp_path: Path, name: str) -> Path:
-    path = tmp_path / name
-    b.write(path)
-    return path
 
 
 def test_nmap_ssh_brute_on_port_902_is_found() -> None:

@@ -24,7 +24,7 @@ from tapetum.testing.tunnels import (
     dnscat2_session,
     iodine_session,
 )
-from tests.detectors.helpers import replay, stream_of
+from tests.detectors.helpers import replay, stream_of, write
 from tests.detectors.scenarios import dnstunnel as scenario
 
 T0 = 1_772_400_000 * 10**9
@@ -74,8 +74,7 @@ def test_generated_tunnels_parse_into_events_that_carry_the_file(tmp_path: Path)
     b.add(1.0, iodine_session, Host("10.0.0.66"), res, "t.tun.example", data,
           downstream=b"x" * 2500, polls=3)  # fmt: skip
     b.add(1.0, dnscat2_session, Host("10.0.0.67"), res, "c2.evil.example", data, polls=3)
-    path = tmp_path / "tunnels.pcap"
-    b.write(path)
+    path = write(b, tmp_path, "tunnels.pcap")
     events = [e for s in stream_of(path) for e in s.events if isinstance(e, DnsEvent)]
     iodine = sorted((e for e in events if e.flow.src_ip == "10.0.0.66"), key=lambda e: e.ts_ns)
     upload = [e.rrname for e in iodine if not e.rrname.startswith("p")]
@@ -118,8 +117,7 @@ def test_large_upload_in_names_is_exfiltration(tmp_path: Path) -> None:
     b = CaptureBuilder(seed=8)
     b.add(1.0, iodine_session, Host("10.0.0.66"), Host("10.0.0.2"), "t.tun.example",
           random.Random(9).randbytes(150_000), interval_s=0.01)  # fmt: skip
-    path = tmp_path / "exfil.pcap"
-    b.write(path)
+    path = write(b, tmp_path, "exfil.pcap")
     alerts = replay(DnsTunnelDetector(), stream_of(path))
     exfil = [a for a in alerts if a.signature == "dnstunnel.exfil"]
     assert len(exfil) == 1 and exfil[0].signature_id == SID_EXFIL

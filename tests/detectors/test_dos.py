@@ -28,7 +28,7 @@ from tapetum.testing import (
     udp_flood,
 )
 from tests.conftest import data_path
-from tests.detectors.helpers import flows_of
+from tests.detectors.helpers import flows_of, replay_flows, write
 
 VICTIM = Host("10.0.0.9")
 ATTACKER = Host("10.0.0.66")
@@ -36,18 +36,7 @@ ROUTER = Host("10.0.0.1")
 
 
 def detect(path: Path, config: DosSection | None = None) -> list[Alert]:
-    det = DosDetector(config)
-    alerts: list[Alert] = []
-    for fb in flows_of(path):
-        det.observe(fb)
-        alerts += det.poll(None)
-    return alerts + det.flush()
-
-
-def write(b: CaptureBuilder, tmp_path: Path, name: str = "dos.pcap") -> Path:
-    path = tmp_path / name
-    b.write(path)
-    return path
+    return replay_flows(DosDetector(config), path)
 
 
 def test_spoofed_syn_flood_is_about_the_victim(tmp_path: Path) -> None:

@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 
 from tapetum.config import Config, DetectorsSection, ExfilSection
+from tapetum.detectors.common import InternalNetworks
 from tapetum.detectors.exfil import SID_UPLOAD, ExfilDetector
 from tapetum.errors import ModelError
-from tapetum.features.exfil import ExfilRows, Networks
+from tapetum.features.exfil import ExfilRows
 from tapetum.pipeline import Pipeline
-from tapetum.records import Alert
 from tapetum.registry import build_detectors
 from tapetum.testing import CaptureBuilder, Host
-from tests.detectors.helpers import Step, stream_of
+from tests.detectors.helpers import Step, replay_split, stream_of, write
 from tests.detectors.scenarios import exfil as scenario
 from tests.detectors.scenarios.exfil import transfer
 from tests.detectors.scenarios.scan import office
@@ -41,18 +41,6 @@ class Shifted:
 
     def add(self, at: float, fn: Callable[..., Any], *args: Any, **kw: Any) -> None:
         self.b.add(at + self.offset_s, fn, *args, **kw)
-
-
-def replay_split(det: ExfilDetector, steps: list[Step]) -> tuple[list[Alert], list[Alert]]:
-    """Alerts from `poll` while streaming, and from the final `flush`."""
-    polled: list[Alert] = []
-    for s in steps:
-        if s.events:
-            det.observe_events(s.events)
-        if s.flows is not None:
-            det.observe(s.flows)
-        polled += det.poll(None)
-    return polled, det.flush()
 
 
 def test_bulk_upload_with_default_thresholds_end_to_end(tmp_path: Path) -> None:
@@ -88,8 +76,7 @@ def _nights(tmp: Path) -> Path:
         b.add(at, transfer, backup, store, 22, up=30 * MB + rng.randint(0, 2 * MB), rate_mbps=50.0)
     b.add(NIGHT_0200 + 3 * DAY + 3600.0, transfer, Host("10.1.0.12"),
           Host("203.0.113.9", latency_ms=30.0), 443, up=30 * MB, rate_mbps=50.0)  # fmt: skip
-    path = tmp / "nights.pcap"
-    b.write(path)
+    path = write(b, tmp, "nights.pcap")
     return path
 
 
@@ -148,8 +135,7 @@ def _upload_capture(tmp: Path, sessions: list[tuple[str, str, int, int, int]]) -
     for k, (c, s, port, up, down) in enumerate(sessions):
         b.add(1.0 + k, transfer, Host(c), Host(s, latency_ms=5.0), port, up=up, down=down,
               rate_mbps=200.0)  # fmt: skip
-    path = tmp / "uploads.pcap"
-    b.write(path)
+    path = write(b, tmp, "uploads.pcap")
     return stream_of(path)
 
 
@@ -170,11 +156,13 @@ def test_direction_internal_traffic_and_responder_side(tmp_path: Path) -> None:
 
 
 def test_internal_networks_are_configurable() -> None:
-    nets = Networks(["10.0.0.0/8", "fc00::/7"])
-    assert nets("10.1.2.3") and nets("fd00::1") and not nets("192.168.1.1")
-    assert not nets("not an address")
-    default = Networks([])
-    assert default("192.168.1.1") and default("fe80::1") and not default("8.8.8.8")
+    nets = ExfilDetector(ExfilSection(internal_networks=["10.0.0.0/8", "fc00::/7"])).internal
+    assert "10.1.2.3" in nets and "fd00::1" in nets and "192.168.1.1" not in nets
+    assert "not an address" not in nets
+    default = ExfilDetector(ExfilSection(internal_networks=[])).internal
+    assert "192.168.1.1" in default and "fe80::1" in default and "8.8.8.8" not in default
+    extra = InternalNetworks(["100.64.0.0/10"])  # added to the private ranges (lateral)
+    assert "100.64.1.1" in extra and "10.0.0.1" in extra and "8.8.8.8" not in extra
 
 
 def _rows(items: list[tuple[str, str, int, int, float]], win: int = 1) -> ExfilRows:

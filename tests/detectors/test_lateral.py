@@ -18,7 +18,7 @@ from tapetum.records import Alert
 from tapetum.registry import build_detectors
 from tapetum.testing import CaptureBuilder, Host, ssh_session, tcp_failed, tcp_session
 from tests.conftest import data_path
-from tests.detectors.helpers import flows_of
+from tests.detectors.helpers import flows_of, replay_flows, write
 
 DAY = 86_400.0
 CLIENT = Host("10.1.0.23")
@@ -27,22 +27,11 @@ SERVERS = [Host(f"10.1.1.{k}") for k in range(1, 11)]
 
 
 def detect(path: Path, config: LateralSection | None = None) -> list[Alert]:
-    det = LateralDetector(config)
-    alerts: list[Alert] = []
-    for fb in flows_of(path):
-        det.observe(fb)
-        alerts += det.poll(None)
-    return alerts + det.flush()
+    return replay_flows(LateralDetector(config), path)
 
 
 def smb(rng: random.Random, n: int = 3) -> list[tuple[bytes, bytes]]:
     return [(rng.randbytes(300), rng.randbytes(1200)) for _ in range(n)]
-
-
-def write(b: CaptureBuilder, tmp_path: Path, name: str = "lat.pcap") -> Path:
-    path = tmp_path / name
-    b.write(path)
-    return path
 
 
 def test_compromised_client_fanout_without_baseline(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from tapetum.registry import build_detectors
 from tapetum.testing import CaptureBuilder, Host, http_session, ssh_session, tls_session
 from tapetum.testing.anomalies import http_basic_auth_session, tls_cert_session
 from tests.conftest import data_path
-from tests.detectors.helpers import replay, stream_of
+from tests.detectors.helpers import replay, stream_of, write
 
 
 @pytest.mark.parametrize(
@@ -74,8 +74,7 @@ def test_each_anomaly_once_with_counts(tmp_path: Path) -> None:
     b.add(14, tls_session, other, s2, sni="anything.example")
     b.add(15, ssh_session, other, s3, duration=3)
     b.add(16, http_session, other, s3, host="g.example")
-    path = tmp_path / "anomalies.pcap"
-    b.write(path)
+    path = write(b, tmp_path, "anomalies.pcap")
     alerts = _run(path)
     by_sig = Counter(a.signature for a in alerts)
     assert by_sig == {
@@ -108,8 +107,7 @@ def test_alert_comes_from_poll_before_the_end(tmp_path: Path) -> None:
     b.add(1, tls_cert_session, c, s, sni="a.example", cert_kind="self-signed")
     for k in range(40):  # traffic goes on for 20 minutes
         b.add(30 + 30 * k, http_session, Host("10.1.0.7"), s, host="x.example")
-    path = tmp_path / "long.pcap"
-    b.write(path)
+    path = write(b, tmp_path, "long.pcap")
     det = ProtocolDetector()
     polled: list[Alert] = []
     for step in stream_of(path):
@@ -155,8 +153,7 @@ def test_state_round_trip_keeps_prevalence(tmp_path: Path) -> None:
     b = CaptureBuilder(seed=8)
     for k in range(12):
         b.add(k, tls_session, Host(f"10.1.0.{10 + k}"), Host("203.0.113.5"), sni="a.example")
-    path = tmp_path / "p.pcap"
-    b.write(path)
+    path = write(b, tmp_path, "p.pcap")
     det = ProtocolDetector(ProtocolAnomalySection(rare_warmup_handshakes=5, rare_warmup_hosts=5))
     replay(det, stream_of(path))
     state = json.loads(json.dumps(det.state()))

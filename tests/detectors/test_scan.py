@@ -18,7 +18,7 @@ from tapetum.sources.arp import arp_rows
 from tapetum.sources.pcap import CaptureReader
 from tapetum.testing import CaptureBuilder, Host, horizontal_scan, http_session, vertical_scan
 from tests.conftest import data_path
-from tests.detectors.helpers import flows_of
+from tests.detectors.helpers import flows_of, write
 
 ATTACKER = Host("10.0.0.66")
 TARGET = Host("10.0.0.9")
@@ -36,8 +36,7 @@ def scan_capture(tmp_path: Path, ports: int, *, seed: int = 1) -> Path:
     b = CaptureBuilder(seed=seed)
     chosen = random.Random(seed).sample(range(1, 10_000), ports)
     b.add(1.0, vertical_scan, ATTACKER, TARGET, chosen, open_ports=set(chosen[:3]))
-    path = tmp_path / "scan.pcap"
-    b.write(path)
+    path = write(b, tmp_path, "scan.pcap")
     return path
 
 
@@ -64,8 +63,7 @@ def test_few_ports_and_busy_benign_traffic_do_not_alert(tmp_path: Path) -> None:
     client, server = Host("10.0.0.5"), Host("192.0.2.80")
     for k in range(60):
         b.add(1.0 + k * 0.5, http_session, client, server, host="example.org")
-    path = tmp_path / "web.pcap"
-    b.write(path)
+    path = write(b, tmp_path, "web.pcap")
     assert detect(path) == []
 
 
@@ -77,8 +75,7 @@ def test_horizontal_scan_through_a_router(tmp_path: Path) -> None:
         1.0, horizontal_scan, ATTACKER, targets, 22, live=live, open_on=targets[:5],
         local=False, router=ROUTER,
     )  # fmt: skip
-    path = tmp_path / "h.pcap"
-    b.write(path)
+    path = write(b, tmp_path, "h.pcap")
     alerts = detect(path)
     horizontal = [a for a in alerts if a.signature == "scan.horizontal"]
     assert len(horizontal) == 1
@@ -203,8 +200,7 @@ def test_slow_scan_spread_over_an_hour(tmp_path: Path) -> None:
     ports = random.Random(8).sample(range(1, 10_000), 60)
     for k, port in enumerate(ports):
         b.add(10.0 + 50.0 * k, vertical_scan, ATTACKER, TARGET, [port])
-    path = tmp_path / "slow.pcap"
-    b.write(path)
+    path = write(b, tmp_path, "slow.pcap")
     alerts = detect(path)
     assert [a.signature for a in alerts] == ["scan.slow"]
     a = alerts[0]

@@ -62,6 +62,12 @@ TITLES = {
     "anomaly.host": "host activity far above its baseline",
     "dga.domains": "DGA domain lookups",
     "dga.nxdomain_burst": "burst of failed DNS lookups (NXDOMAIN)",
+    "kitsune.packets": "packets unlike the learnt traffic",
+    "uba.unusual_time": "login at an unusual time for the user",
+    "uba.new_country": "login from a new country for the user",
+    "uba.impossible_travel": "impossible travel between logins",
+    "uba.sensitive_asset": "unusual access to a sensitive asset",
+    "uba.success_after_burst": "successful login after a burst of failures",
 }
 
 

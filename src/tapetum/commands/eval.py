@@ -70,6 +70,8 @@ def _inputs(paths: tuple[Path, ...], labels_path: Path | None) -> list[tuple[Pat
 @click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Write a markdown report with plots to this folder.")  # fmt: skip
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--model", "model", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Start every capture from this model (`tapetum learn`), not cold.")  # fmt: skip
 def eval_command(
     inputs: tuple[Path, ...],
     labels_path: Path | None,
@@ -80,6 +82,7 @@ def eval_command(
     as_json: bool,
     report_dir: Path | None,
     no_progress: bool,
+    model: Path | None = None,
 ) -> None:
     """Evaluate detection on labelled captures: INPUTS are captures (with --labels, or taken as
     benign), labels files, or folders of `*.labels.json` written by `tapetum lab`.
@@ -98,6 +101,7 @@ def eval_command(
         write_report,
     )
     from tapetum.evaluation.runner import evaluate, run_capture
+    from tapetum.learning import load_model
 
     err = Console(stderr=True, soft_wrap=True, highlight=False)
     if not inputs and not datasets:
@@ -115,7 +119,9 @@ def eval_command(
         task = progress.add_task("evaluating", total=len(items))
         for path, labels in items:
             progress.update(task, description=f"evaluating {path.name}")
-            runs.append(run_capture(path, labels, cfg, name=labels.scenario))
+            # Each capture starts from the model as saved: nothing learnt on one reaches another.
+            dets = None if model is None else load_model(model, cfg)[0]
+            runs.append(run_capture(path, labels, cfg, name=labels.scenario, detectors=dets))
             progress.advance(task)
     unreadable = [r for r in runs if r.errors and r.packets == 0]
     for r in runs:

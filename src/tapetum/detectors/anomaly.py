@@ -46,7 +46,15 @@ from tapetum.anomaly.iforest import IsolationForest
 from tapetum.anomaly.scaling import MAD_TO_SIGMA
 from tapetum.anomaly.threshold import calibrate, to_unit
 from tapetum.config import AnomalySection
-from tapetum.detectors.common import AlertIds, fmt_bytes, fmt_duration, is_internal
+from tapetum.detectors.common import (
+    AlertIds,
+    by_time,
+    check_state,
+    fmt_bytes,
+    fmt_duration,
+    is_internal,
+)
+from tapetum.detectors.windows import NO_TIME
 from tapetum.errors import ModelError
 from tapetum.features.flowstats import (
     FLOW_FEATURES,
@@ -157,7 +165,7 @@ class AnomalyDetector:
         self._acc = HostAccumulator(self.window_ns)
         self._hits: dict[tuple[str, int], list[Any]] = {}
         self._ids = AlertIds()
-        self._watermark = np.iinfo(np.int64).min
+        self._watermark = NO_TIME
 
     def _is_host(self, ip: str) -> bool:
         return is_internal(ip) if self.config.internal_hosts_only else True
@@ -407,12 +415,7 @@ class AnomalyDetector:
     ) -> AnomalyDetector:
         from tapetum.anomaly.arrays import decode_array
 
-        if state.get("detector") != cls.name or state.get("version") != STATE_VERSION:
-            raise ModelError(
-                f"anomaly detector state {state.get('detector')!r} version "
-                f"{state.get('version')} does not match this Tapetum's version {STATE_VERSION}; "
-                "learn again"
-            )
+        check_state(state, cls.name, STATE_VERSION)
         if state.get("features") != FLOW_FEATURES:
             raise ModelError(
                 "anomaly detector state was learnt on other flow features; learn again"
@@ -496,7 +499,7 @@ class AnomalyDetector:
 
     def flush(self) -> list[Alert]:
         alerts = self._finalize(None)
-        self._watermark = np.iinfo(np.int64).min
+        self._watermark = NO_TIME
         return alerts
 
     def _finalize(self, windows: set[int] | None) -> list[Alert]:
@@ -513,8 +516,7 @@ class AnomalyDetector:
         for key in sorted(k for k in self._hits if windows is None or k[1] in windows):
             score, rows, count, first, last = self._hits.pop(key)
             alerts.append(self._flow_alert(rows, score, count, first, last))
-        alerts.sort(key=lambda a: (a.ts_ns, a.alert_id))
-        return alerts
+        return by_time(alerts)
 
     def _flow_alert(self, rows: AnomalyRows, score: float, count: int, first: int,
                     last: int) -> Alert:  # fmt: skip

@@ -33,7 +33,16 @@ from typing import Any
 import numpy as np
 
 from tapetum.config import BeaconSection
-from tapetum.detectors.common import AlertIds, fmt_bytes, fmt_duration
+from tapetum.detectors.common import (
+    AlertIds,
+    BoundedDict,
+    InternalNetworks,
+    by_time,
+    check_state,
+    fmt_bytes,
+    fmt_duration,
+)
+from tapetum.detectors.windows import NO_TIME
 from tapetum.features.beacon import (
     KIND_FLOW,
     KIND_NAME,
@@ -99,13 +108,16 @@ class BeaconDetector:
         for item in c.infrastructure_ports:
             port, _, proto = item.partition("/")
             self._infra.add((int(port), {"tcp": 6, "udp": 17}.get(proto.lower(), 0)))
-        self._allow_nets = []
+        nets: list[str] = []
         self._allow_names: list[str] = []
         for item in c.allow_destinations:
             try:
-                self._allow_nets.append(ipaddress.ip_network(item, strict=False))
+                ipaddress.ip_network(item, strict=False)
             except ValueError:
                 self._allow_names.append(item.lower().removeprefix("*."))
+            else:
+                nets.append(item)
+        self._allow_nets = InternalNetworks(nets, private=False)
         #: Learned: destination (address or name) -> sources that contacted it (capped).
         self.sources_: OrderedDict[str, set[str]] = OrderedDict()
         #: Learned: every source seen (capped at max_destinations).
@@ -113,14 +125,14 @@ class BeaconDetector:
         self.evicted_series = 0
         self.dropped_destinations = 0
         self.dropped_names = 0
-        self._series: OrderedDict[Key, _Series] = OrderedDict()
-        self._names: OrderedDict[int, str] = OrderedDict()  # flow_id -> SNI / HTTP host
-        self._flow_alerted: OrderedDict[tuple[str, str, int, int], int] = OrderedDict()
+        self._series: BoundedDict[Key, _Series] = BoundedDict(c.max_series)
+        self._names: BoundedDict[int, str] = BoundedDict(c.max_series * 4)  # flow_id -> SNI/host
+        #: (source, destination, port, proto) -> end of its last in-flow alert.
+        self._flow_alerted: BoundedDict[tuple[str, str, int, int], int] = BoundedDict(c.max_series)
         self._pending: list[Alert] = []
         self._ids = AlertIds()
         self._first_ns: int | None = None
-        self._watermark = np.iinfo(np.int64).min
-        self._swept_ns = np.iinfo(np.int64).min
+        self._watermark = self._swept_ns = NO_TIME
 
     # -- contract on feature rows ------------------------------------------------------------
 
@@ -252,13 +264,7 @@ class BeaconDetector:
     def from_state(
         cls, state: dict[str, Any], config: BeaconSection | None = None
     ) -> BeaconDetector:
-        from tapetum.errors import ModelError
-
-        if state.get("detector") != cls.name or state.get("version") != STATE_VERSION:
-            raise ModelError(
-                f"beacon detector state version {state.get('version')} does not match "
-                f"this Tapetum's version {STATE_VERSION}; learn again"
-            )
+        check_state(state, cls.name, STATE_VERSION)
         det = cls(config)
         det.sources_ = OrderedDict((str(d), set(map(str, s))) for d, s in state["sources"].items())
         det.all_sources_ = set(map(str, state["all_sources"]))
@@ -267,13 +273,13 @@ class BeaconDetector:
     # -- helpers -----------------------------------------------------------------------------
 
     def _allowed(self, dest: str) -> bool:
-        if self._allow_nets:
+        if self._allow_nets.networks:
             try:
-                a = ipaddress.ip_address(dest)
+                ipaddress.ip_address(dest)
             except ValueError:
                 pass
             else:
-                return any(a in net for net in self._allow_nets)
+                return dest in self._allow_nets  # an address is judged by the networks alone
         d = dest.lower()
         return any(d == n or d.endswith("." + n) for n in self._allow_names)
 
@@ -368,14 +374,11 @@ class BeaconDetector:
             return
         for fid, name in _names_of(events).items():
             self._names[fid] = name
-        while len(self._names) > self.config.max_series * 4:
-            self._names.popitem(last=False)
-            self.dropped_names += 1
+        self.dropped_names += self._names.trim()
 
     def observe(self, flows: FlowBatch) -> None:
         if len(flows) == 0:
             return
-        c = self.config
         start = int(flows.num["start_ns"].min())
         self._first_ns = start if self._first_ns is None else min(self._first_ns, start)
         self._watermark = max(self._watermark, int(flows.num["end_ns"].max()))
@@ -390,16 +393,14 @@ class BeaconDetector:
                 if self._allowed(kk[2]):
                     continue
                 self._add(kk, starts[k], size, dst)
-        while len(self._series) > c.max_series:
-            self._series.popitem(last=False)
-            self.evicted_series += 1
+        self.evicted_series += self._series.trim()
         self._pending.extend(self._flow_alerts(flows))
 
     def _add(self, key: Key, t: int, size: int, dst: str) -> None:
         c = self.config
         s = self._series.get(key)
         if s is not None:
-            self._series.move_to_end(key)
+            self._series.touch(key, s)
             n = len(s.times)
             gap = c.idle_periods * s.mean_interval_ns()
             if n >= 3 and t - s.times[-1] > max(gap, c.min_period_s * 1e9):
@@ -454,11 +455,9 @@ class BeaconDetector:
             # after recheck_s of data time).
             if last is not None and rows.first_ns[k] - last < self.config.recheck_s * 1e9:
                 continue
-            self._flow_alerted[key] = int(rows.last_ns[k])
-            self._flow_alerted.move_to_end(key)
+            self._flow_alerted.touch(key, int(rows.last_ns[k]))
             alerts.append(self._alert(rows, k, float(scores[k]), int(rows.connections[k])))
-        while len(self._flow_alerted) > self.config.max_series:
-            self._flow_alerted.popitem(last=False)
+        self._flow_alerted.trim()
         return alerts
 
     def poll(self, watermark_ns: int | None = None) -> list[Alert]:
@@ -466,7 +465,7 @@ class BeaconDetector:
         wm = self._watermark if watermark_ns is None else max(self._watermark, watermark_ns)
         out, self._pending = self._pending, []
         if wm - self._swept_ns < c.check_interval_s * 1e9:
-            return _sorted(out)
+            return by_time(out)
         self._swept_ns = wm
         complete, running = [], []
         recheck = int(c.recheck_s * 1e9)
@@ -484,7 +483,7 @@ class BeaconDetector:
         for _, s in running:
             s.checked_ns = wm
         out += self._evaluate(running, final=False)
-        return _sorted(out)
+        return by_time(out)
 
     def flush(self) -> list[Alert]:
         out, self._pending = self._pending, []
@@ -493,8 +492,8 @@ class BeaconDetector:
         self._names.clear()
         self._flow_alerted.clear()
         self._first_ns = None
-        self._watermark = self._swept_ns = np.iinfo(np.int64).min
-        return _sorted(out)
+        self._watermark = self._swept_ns = NO_TIME
+        return by_time(out)
 
     def _alert(self, rows: BeaconRows, k: int, score: float, total: int) -> Alert:
         kind = int(rows.kind[k])
@@ -566,8 +565,3 @@ def _names_of(events: Sequence[AppEvent]) -> dict[int, str]:
         elif isinstance(e, HttpEvent) and e.hostname:
             out[e.flow.flow_id] = e.hostname.lower().split(":")[0]
     return out
-
-
-def _sorted(alerts: list[Alert]) -> list[Alert]:
-    alerts.sort(key=lambda a: (a.ts_ns, a.alert_id))
-    return alerts

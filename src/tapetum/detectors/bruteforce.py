@@ -20,14 +20,21 @@ ATT&CK: T1110.001 Password Guessing, T1110.003 Password Spraying (tactic credent
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from tapetum.config import BruteforceSection
-from tapetum.detectors.common import AlertIds, fmt_bytes, fmt_duration
+from tapetum.detectors.common import (
+    AlertIds,
+    BoundedDict,
+    by_time,
+    check_state,
+    fmt_bytes,
+    fmt_duration,
+)
+from tapetum.detectors.windows import NO_TIME, DataTimeWindows
 from tapetum.features.bruteforce import (
     HTTP_AUTH,
     SSH,
@@ -38,9 +45,10 @@ from tapetum.features.bruteforce import (
     aggregate,
     attempts_from_flows,
 )
+from tapetum.features.uba import SourceTally
 from tapetum.flows.key import addr_text
 from tapetum.flows.meter import FlowBatch
-from tapetum.records import Alert, AppEvent, HttpEvent, SshEvent
+from tapetum.records import Alert, AppEvent, AuthEvent, HttpEvent, SshEvent
 
 SIG_GUESSING = "bruteforce.guessing"
 SIG_SPRAYING = "bruteforce.spraying"
@@ -74,11 +82,25 @@ class BruteforceDetector:
         self.baseline_: dict[str, list[int]] = {}
         self.dropped_baselines = 0
         self.dropped_tags = 0
-        self._tags: OrderedDict[int, int] = OrderedDict()  # flow_id -> service code
-        self._plain_web: OrderedDict[int, None] = OrderedDict()  # flow_ids of plain browsing
-        self._windows: dict[int, list[Attempts]] = {}
+        self._tags: BoundedDict[int, int] = BoundedDict(c.max_tagged_flows)  # flow_id -> service
+        self._plain_web: BoundedDict[int, None] = BoundedDict(c.max_tagged_flows)  # plain browsing
+        self._windows: DataTimeWindows[list[Attempts]] = DataTimeWindows(
+            self.window_ns, self.lag_ns, list
+        )
         self._ids = AlertIds()
-        self._watermark = np.iinfo(np.int64).min
+        # Auth logs: exact outcomes per (source, service) in half windows, judged two at a
+        # time (hopping windows), so a burst across a window boundary is seen whole.
+        self._auth: DataTimeWindows[dict[tuple[str, str], SourceTally]] = DataTimeWindows(
+            max(1, self.window_ns // 2), int(c.auth_lag_s * 1e9), dict
+        )
+        # The last judged half window: (index, tallies, alerted keys, quiet keys to learn).
+        self._auth_prev: tuple[
+            int,
+            dict[tuple[str, str], SourceTally],
+            set[tuple[str, str]],
+            dict[tuple[str, str], tuple[int, int]],
+        ] = (NO_TIME, {}, set(), {})
+        self.dropped_auth = 0
 
     # -- contract on feature rows ------------------------------------------------------------
 
@@ -198,13 +220,7 @@ class BruteforceDetector:
     def from_state(
         cls, state: dict[str, Any], config: BruteforceSection | None = None
     ) -> BruteforceDetector:
-        from tapetum.errors import ModelError
-
-        if state.get("detector") != cls.name or state.get("version") != STATE_VERSION:
-            raise ModelError(
-                f"bruteforce detector state version {state.get('version')} does not match "
-                f"this Tapetum's version {STATE_VERSION}; learn again"
-            )
+        check_state(state, cls.name, STATE_VERSION)
         det = cls(config)
         det.baseline_ = {str(k): [int(x) for x in v] for k, v in state["baseline"].items()}
         return det
@@ -246,18 +262,12 @@ class BruteforceDetector:
         for fid in plain:
             if fid not in self._tags:
                 self._plain_web[fid] = None
-        cap = self.config.max_tagged_flows
-        while len(self._tags) > cap:
-            self._tags.popitem(last=False)
-            self.dropped_tags += 1
-        while len(self._plain_web) > cap:
-            self._plain_web.popitem(last=False)
-            self.dropped_tags += 1
+        self.dropped_tags += self._tags.trim() + self._plain_web.trim()
 
     def observe(self, flows: FlowBatch) -> None:
         if len(flows) == 0:
             return
-        self._watermark = max(self._watermark, int(flows.num["end_ns"].max()))
+        self._windows.advance(int(flows.num["end_ns"].max()))
         fids = flows.num["flow_id"].tolist()
         tags = {f: c for f in fids if (c := self._tags.pop(f, None)) is not None}
         plain = frozenset(f for f in fids if f in self._plain_web)
@@ -266,18 +276,16 @@ class BruteforceDetector:
         a = self._attempts(flows, tags, plain)
         if len(a) == 0:
             return
-        win = a.start_ns // self.window_ns
-        for w in np.unique(win).tolist():
-            self._windows.setdefault(int(w), []).append(a.take(win == w))
+        for parts, m in self._windows.split(a.start_ns):
+            parts.append(a.take(m))
 
     def poll(self, watermark_ns: int | None = None) -> list[Alert]:
-        wm = self._watermark if watermark_ns is None else max(self._watermark, watermark_ns)
-        done = [w for w in self._windows if (w + 1) * self.window_ns + self.lag_ns < wm]
-        return self._finalize(sorted(done))
+        auth = self._finalize_auth(self._auth.complete(watermark_ns))
+        return by_time(self._finalize(self._windows.complete(watermark_ns, self.lag_ns)) + auth)
 
     def flush(self) -> list[Alert]:
-        alerts = self._finalize(sorted(self._windows))
-        self._watermark = np.iinfo(np.int64).min  # a new stream may start at any time
+        alerts = by_time(self._finalize(self._windows.flush()) + self._finalize_auth(
+            self._auth.flush()))  # fmt: skip
         self._tags.clear()
         self._plain_web.clear()
         return alerts
@@ -296,8 +304,7 @@ class BruteforceDetector:
                 alerts.append(self._alert(rows, k, float(scores[k]), text, w))
             # Learn only what did not alert: an attack cannot raise its own baseline.
             self.learn(rows.take(~hit))
-        alerts.sort(key=lambda a: (a.ts_ns, a.alert_id))
-        return alerts
+        return by_time(alerts)
 
     def _alert(self, rows: BruteRows, k: int, score: float, text: str, window: int) -> Alert:
         src = addr_text(int(rows.src_hi[k]), int(rows.src_lo[k]))
@@ -343,4 +350,143 @@ class BruteforceDetector:
                 "duration_s": round(dur, 6),
             },
             baseline={unit: float(base), "threshold": bar},
+        )
+
+    # -- auth logs: exact outcomes -----------------------------------------------------------
+
+    #: User names tallied by name per source and window (further ones are counted only).
+    MAX_AUTH_USERS = 1000
+
+    def observe_auth(self, events: Sequence[AuthEvent]) -> None:
+        """Failed and successful logins of auth logs, tallied per (source, service) and window.
+        Events without a source address (local logins) are not brute force from somewhere."""
+        for e in events:
+            if e.src_ip is None or e.outcome not in ("success", "failure"):
+                continue
+            self._auth.advance(e.ts_ns)
+            tallies = self._auth.at(e.ts_ns // self._auth.window_ns)
+            t = tallies.get((e.src_ip, e.service))
+            if t is None:
+                if len(tallies) >= self.config.max_auth_sources:
+                    self.dropped_auth += 1
+                    continue
+                t = tallies[(e.src_ip, e.service)] = SourceTally(e.ts_ns, e.ts_ns)
+            t.add(e, self.MAX_AUTH_USERS)
+
+    def _finalize_auth(self, windows: list[int]) -> list[Alert]:
+        """Per source and service, over each half window and the one before: spraying when
+        many user names failed a few times each and none carries half the failures, else
+        guessing when the failures reach the bar (the source's normal, doubled, if higher).
+        What stays below is learnt as the source's normal one half window later, unless the
+        next half window alerts (the start of a burst is not normal)."""
+        c = self.config
+        alerts: list[Alert] = []
+        for w in windows:
+            cur = self._auth.pop(w)
+            prev_w, prev, prev_hit, prev_quiet = self._auth_prev
+            both = dict(cur)
+            if prev_w == w - 1:
+                for k, t in prev.items():
+                    both[k] = t.merged(cur[k]) if k in cur else t
+            else:
+                self._learn_auth(prev_quiet)
+                prev_hit, prev_quiet = set(), {}
+            hit: set[tuple[str, str]] = set()
+            quiet: dict[tuple[str, str], tuple[int, int]] = {}
+            for (src, svc), t in sorted(both.items()):
+                if (src, svc) not in cur:
+                    continue  # judged with the half window before
+                base = self.baseline_.get(f"{src}|auth:{svc}", [0, 0])
+                users, failed = len(t.failures), t.failed
+                # Spraying: many names, few tries each, and no one name carrying most of them
+                # (root ×130 plus a few other names is guessing root).
+                spray = (users >= c.auth_spray_users
+                         and t.median_per_user() <= c.auth_spray_max_per_user
+                         and 2 * t.max_per_user() < failed)  # fmt: skip
+                n, bar = (
+                    (users, max(float(c.auth_spray_users), 2.0 * base[1]))
+                    if spray
+                    else (failed, max(float(c.auth_guess_failures), 2.0 * base[0]))
+                )
+                score = 1.0 - math.exp(-math.log(2.0) * n / bar)
+                if score < 0.5:
+                    quiet[(src, svc)] = (failed, users)
+                    continue
+                hit.add((src, svc))
+                if (src, svc) in prev_hit:
+                    # The burst alerted one half window ago: again only if this half alone
+                    # reaches the bar or a login from the source succeeded.
+                    alone = cur[(src, svc)]
+                    if (len(alone.failures) if spray else alone.failed) < bar and not (
+                        alone.successes
+                    ):
+                        continue
+                alerts.append(self._auth_alert(src, svc, t, spray, score, bar, base, w))
+            self._learn_auth({k: v for k, v in prev_quiet.items() if k not in hit})
+            self._auth_prev = (w, cur, hit, quiet)
+        if windows and not self._auth.open:  # end of input: nothing follows
+            self._learn_auth(self._auth_prev[3])
+            self._auth_prev = (NO_TIME, {}, set(), {})
+        return alerts
+
+    def _learn_auth(self, quiet: dict[tuple[str, str], tuple[int, int]]) -> None:
+        for (src, svc), (failed, users) in quiet.items():
+            key = f"{src}|auth:{svc}"
+            if key not in self.baseline_ and len(self.baseline_) >= self.config.max_baselines:
+                self.dropped_baselines += 1
+                continue
+            b = self.baseline_.setdefault(key, [0, 0])
+            b[0], b[1] = max(b[0], failed), max(b[1], users)
+
+    def _auth_alert(self, src: str, svc: str, t: SourceTally, spray: bool, score: float,
+                    bar: float, base: list[int], window: int) -> Alert:  # fmt: skip
+        label = _LABELS.get(svc, svc)
+        users, failed = len(t.failures), t.failed
+        dur = fmt_duration((t.last_ns - t.first_ns) / 1e9)
+        hosts = ", ".join(h for h, _ in t.hosts.most_common(3)) or "the logging host"
+        top = t.failures.most_common(8)
+        names = ", ".join(f"{u} ×{k}" for u, k in top) + (", …" if users > len(top) else "")
+        ok = sum(t.successes.values())
+        won = (f"; then {ok} login(s) succeeded as "
+               f"{', '.join(u for u, _ in t.successes.most_common(3))}"
+               if ok else "; no login from it succeeded")  # fmt: skip
+        window_text = fmt_duration(self.config.window_s)
+        if spray:
+            what = (f"{src} tried {users:,} user names with {label} on {hosts} in {dur} "
+                    f"(auth log), {t.median_per_user():g} failures per name (median), at most "
+                    f"{t.max_per_user()}: {names}")  # fmt: skip
+            norm = f"normal for this source: {base[1]:,} names per {window_text}"
+        else:
+            what = (f"{src} failed {failed:,} {label} logins on {hosts} in {dur} (auth log), "
+                    f"{users:,} user name(s): {names}")  # fmt: skip
+            norm = f"normal for this source: {base[0]:,} failures per {window_text}"
+        sig = SIG_SPRAYING if spray else SIG_GUESSING
+        severity = 1 if ok else (2 if (users if spray else failed) >= 3 * bar else 3)
+        return Alert(
+            alert_id=self._ids(f"{sig}|auth|{src}|{svc}|{window}|{t.first_ns}"),
+            ts_ns=t.first_ns,
+            signature=sig,
+            signature_id=SID_SPRAYING if spray else SID_GUESSING,
+            category="brute-force",
+            severity=severity,
+            score=score,
+            explanation=f"{what}{won}; {norm}",
+            entity=src,
+            mitre_technique_id=("T1110.003",) if spray else ("T1110.001",),
+            mitre_tactic=("credential-access",),
+            src_ip=src,
+            dest_ip=t.dest_ip,
+            first_ts_ns=t.first_ns,
+            last_ts_ns=t.last_ns,
+            observed={
+                "failed_logins": float(failed),
+                "distinct_users": float(users),
+                "max_failures_per_user": float(t.max_per_user()),
+                "successful_logins": float(ok),
+                "duration_s": round((t.last_ns - t.first_ns) / 1e9, 6),
+            },
+            baseline={
+                "distinct_users" if spray else "failed_logins": float(base[1 if spray else 0]),
+                "threshold": bar,
+            },
         )

@@ -28,7 +28,9 @@ from typing import Any
 import numpy as np
 
 from tapetum.config import DgaSection
-from tapetum.detectors.common import AlertIds, fmt_duration
+from tapetum.detectors.common import AlertIds, by_time, check_state, fmt_duration, reading_state
+from tapetum.detectors.windows import DataTimeWindows
+from tapetum.errors import ModelError
 from tapetum.features.dga import (
     LINK_LOCAL_DNS_PORTS,
     DgaRows,
@@ -71,13 +73,15 @@ class DgaDetector:
         self.baseline_: dict[str, list[float]] = {}
         #: What the memory caps dropped: hosts per window, names per host, baseline hosts.
         self.dropped_: dict[str, int] = {"hosts": 0, "names": 0, "baseline_hosts": 0}
-        self._windows: dict[int, dict[str, HostWindow]] = {}
+        self._windows: DataTimeWindows[dict[str, HostWindow]] = DataTimeWindows(
+            self.window_ns, self.lag_ns, dict
+        )
         self._ids = AlertIds()
-        self._watermark = np.iinfo(np.int64).min
 
     # -- contract on feature rows ------------------------------------------------------------
 
-    def _fold(self, events: Sequence[AppEvent], into: dict[int, dict[str, HostWindow]] | None,
+    def _fold(self, events: Sequence[AppEvent],
+              into: DataTimeWindows[dict[str, HostWindow]] | None,
               one: dict[str, HostWindow] | None = None) -> None:  # fmt: skip
         """Count DNS events into host windows (`into` keyed by window, or all into `one`)."""
         todo: list[tuple[DnsEvent, Prepared]] = []
@@ -103,7 +107,7 @@ class DgaDetector:
                 hosts = one
             else:
                 assert into is not None
-                hosts = into.setdefault(e.ts_ns // self.window_ns, {})
+                hosts = into.at(e.ts_ns // self.window_ns)
             hw = hosts.get(e.flow.src_ip)
             if hw is None:
                 if len(hosts) >= cap_hosts:
@@ -254,21 +258,13 @@ class DgaDetector:
 
     @classmethod
     def from_state(cls, state: dict[str, Any], config: DgaSection | None = None) -> DgaDetector:
-        from tapetum.errors import ModelError
-
-        if state.get("detector") != cls.name or state.get("version") != STATE_VERSION:
-            raise ModelError(
-                f"dga detector state version {state.get('version')} does not match "
-                f"this Tapetum's version {STATE_VERSION}; learn again"
-            )
+        check_state(state, cls.name, STATE_VERSION)
         det = cls(config)
-        try:
+        with reading_state(cls.name):
             det.baseline_ = {
                 str(h): [float(x) for x in v] for h, v in dict(state["baseline"]).items()
             }
             det.dropped_.update({str(k): int(v) for k, v in state.get("dropped", {}).items()})
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ModelError(f"dga detector state is damaged: {exc}") from None
         if any(len(v) != 5 for v in det.baseline_.values()):
             raise ModelError("dga detector state is damaged: baseline rows need 5 values")
         return det
@@ -278,23 +274,19 @@ class DgaDetector:
     def observe(self, flows: FlowBatch) -> None:
         """Flows only move the clock: the evidence is in the DNS events."""
         if len(flows):
-            self._watermark = max(self._watermark, int(flows.num["end_ns"].max()))
+            self._windows.advance(int(flows.num["end_ns"].max()))
 
     def observe_events(self, events: Sequence[AppEvent]) -> None:
         if not events:
             return
-        self._watermark = max(self._watermark, max(e.ts_ns for e in events))
+        self._windows.advance(max(e.ts_ns for e in events))
         self._fold(events, self._windows)
 
     def poll(self, watermark_ns: int | None = None) -> list[Alert]:
-        wm = self._watermark if watermark_ns is None else max(self._watermark, watermark_ns)
-        done = [w for w in self._windows if (w + 1) * self.window_ns + self.lag_ns < wm]
-        return self._finalize(sorted(done))
+        return self._finalize(self._windows.complete(watermark_ns, self.lag_ns))
 
     def flush(self) -> list[Alert]:
-        alerts = self._finalize(sorted(self._windows))
-        self._watermark = np.iinfo(np.int64).min  # a new stream may start at any time
-        return alerts
+        return self._finalize(self._windows.flush())
 
     def _finalize(self, windows: list[int]) -> list[Alert]:
         alerts: list[Alert] = []
@@ -312,8 +304,7 @@ class DgaDetector:
                     self._alert(rows, k, float(scores[k]), bool(s_dga[k] >= 0.5), text, w)
                 )
             self.learn(rows.take(~hit))  # an alerting window cannot raise its own bar
-        alerts.sort(key=lambda a: (a.ts_ns, a.alert_id))
-        return alerts
+        return by_time(alerts)
 
     def _alert(self, rows: DgaRows, k: int, score: float, domains: bool, text: str,
                window: int) -> Alert:  # fmt: skip

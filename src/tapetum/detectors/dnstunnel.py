@@ -30,7 +30,15 @@ from typing import Any
 import numpy as np
 
 from tapetum.config import DnsTunnelSection
-from tapetum.detectors.common import AlertIds, fmt_bytes, fmt_duration
+from tapetum.detectors.common import (
+    AlertIds,
+    by_time,
+    check_state,
+    fmt_bytes,
+    fmt_duration,
+    reading_state,
+)
+from tapetum.detectors.windows import DataTimeWindows
 from tapetum.features.dnstunnel import PairMap, TunnelRows, accumulate, rows_from, tunnel_rows
 from tapetum.flows.meter import FlowBatch
 from tapetum.records import Alert, AppEvent, DnsEvent
@@ -61,9 +69,8 @@ class DnsTunnelDetector:
         #: What the memory caps dropped, by kind.
         self.dropped_: dict[str, int] = {"pairs": 0, "hosts": 0, "domains": 0}
         self.skipped_ = 0
-        self._windows: dict[int, PairMap] = {}
+        self._windows: DataTimeWindows[PairMap] = DataTimeWindows(self.window_ns, self.lag_ns, dict)
         self._ids = AlertIds()
-        self._watermark = np.iinfo(np.int64).min
 
     # -- contract on feature rows ------------------------------------------------------------
 
@@ -225,23 +232,14 @@ class DnsTunnelDetector:
     def from_state(
         cls, state: dict[str, Any], config: DnsTunnelSection | None = None
     ) -> DnsTunnelDetector:
-        from tapetum.errors import ModelError
-
-        if state.get("detector") != cls.name or state.get("version") != STATE_VERSION:
-            raise ModelError(
-                f"dnstunnel detector state (detector {state.get('detector')!r}, version "
-                f"{state.get('version')}) does not match this Tapetum's version {STATE_VERSION}; "
-                "learn again"
-            )
+        check_state(state, cls.name, STATE_VERSION)
         det = cls(config)
-        try:
+        with reading_state(cls.name):
             det.baseline_ = {str(h): [float(x) for x in v] for h, v in state["baseline"].items()}
             det.domain_hosts_ = {
                 str(d): [str(h) for h in v] for d, v in state["domain_hosts"].items()
             }
             det.dropped_.update({str(k): int(v) for k, v in state.get("dropped", {}).items()})
-        except (KeyError, AttributeError, TypeError, ValueError) as exc:
-            raise ModelError(f"dnstunnel detector state is damaged: {exc}") from None
         return det
 
     # -- streaming ---------------------------------------------------------------------------
@@ -249,7 +247,7 @@ class DnsTunnelDetector:
     def observe(self, flows: FlowBatch) -> None:
         """Flows only move the watermark: tunnels are seen in the DNS events."""
         if len(flows):
-            self._watermark = max(self._watermark, int(flows.num["end_ns"].max()))
+            self._windows.advance(int(flows.num["end_ns"].max()))
 
     def observe_events(self, events: Sequence[AppEvent]) -> None:
         c = self.config
@@ -257,9 +255,9 @@ class DnsTunnelDetector:
         for ev in events:
             if isinstance(ev, DnsEvent):
                 by_window.setdefault(ev.ts_ns // self.window_ns, []).append(ev)
-                self._watermark = max(self._watermark, ev.ts_ns)
+                self._windows.advance(ev.ts_ns)
         for w, evs in by_window.items():
-            pairs = self._windows.setdefault(w, {})
+            pairs = self._windows.at(w)
             skipped, dropped = accumulate(
                 pairs, evs, allowlist=self._allow, max_pairs=c.max_pairs,
                 max_names=c.max_names_per_pair,
@@ -268,14 +266,10 @@ class DnsTunnelDetector:
             self.dropped_["pairs"] += dropped
 
     def poll(self, watermark_ns: int | None = None) -> list[Alert]:
-        wm = self._watermark if watermark_ns is None else max(self._watermark, watermark_ns)
-        done = [w for w in self._windows if (w + 1) * self.window_ns + self.lag_ns < wm]
-        return self._finalize(sorted(done))
+        return self._finalize(self._windows.complete(watermark_ns, self.lag_ns))
 
     def flush(self) -> list[Alert]:
-        alerts = self._finalize(sorted(self._windows))
-        self._watermark = np.iinfo(np.int64).min  # a new stream may start at any time
-        return alerts
+        return self._finalize(self._windows.flush())
 
     def _finalize(self, windows: list[int]) -> list[Alert]:
         alerts: list[Alert] = []
@@ -302,8 +296,7 @@ class DnsTunnelDetector:
             self.learn(rows.take(~hit))
             for k in idx.tolist():
                 self._note_domain(rows.domain[k], rows.host[k])
-        alerts.sort(key=lambda a: (a.ts_ns, a.alert_id))
-        return alerts
+        return by_time(alerts)
 
     def _alert(
         self,

@@ -33,7 +33,17 @@ from typing import Any
 import numpy as np
 
 from tapetum.config import DosSection
-from tapetum.detectors.common import AlertIds, fmt_bytes, fmt_duration
+from tapetum.detectors.common import (
+    AlertIds,
+    BoundedDict,
+    by_time,
+    check_state,
+    fmt_bytes,
+    fmt_duration,
+    reading_state,
+)
+from tapetum.detectors.windows import NO_TIME
+from tapetum.features import columns
 from tapetum.features.dos import (
     KIND_ICMP,
     KIND_NAMES,
@@ -92,10 +102,10 @@ class DosRows:
 
     @staticmethod
     def concat(parts: list[DosRows]) -> DosRows:
-        return DosRows(*(np.concatenate([getattr(p, f) for p in parts]) for f in DosRows.__slots__))
+        return columns.concat(DosRows, parts)
 
     def take(self, m: np.ndarray) -> DosRows:
-        return DosRows(*(getattr(self, f)[m] for f in DosRows.__slots__))
+        return columns.take(self, m)
 
 
 #: Rates are per second of activity within the window, over at least this many seconds (a
@@ -175,14 +185,14 @@ class DosDetector:
         )
         #: Learned: baseline key -> largest rate seen in a window that did not alert (dict
         #: order: least recently updated first, evicted beyond max_victims).
-        self.baseline_: dict[str, float] = {}
+        self.baseline_: BoundedDict[str, float] = BoundedDict(c.max_victims)
         self.evicted_ = 0
         self._parts: list[FloodPartial] = []
         self._min_window = np.iinfo(np.int64).max
         self._slow: list[SlowFlows] = []
         self._episodes: dict[tuple[int, ...], dict[str, Any]] = {}
         self._ids = AlertIds()
-        self._watermark = np.iinfo(np.int64).min
+        self._watermark = NO_TIME
 
     # -- contract on feature rows ------------------------------------------------------------
 
@@ -267,11 +277,8 @@ class DosDetector:
 
     def learn(self, rows: DosRows) -> None:
         for key, rate in zip(self._keys(rows), rows.rate.tolist(), strict=True):
-            old = self.baseline_.pop(key, 0.0)
-            self.baseline_[key] = max(old, float(rate))
-        while len(self.baseline_) > self.config.max_victims:
-            del self.baseline_[next(iter(self.baseline_))]
-            self.evicted_ += 1
+            self.baseline_.touch(key, max(self.baseline_.get(key, 0.0), float(rate)))
+        self.evicted_ += self.baseline_.trim()
 
     def explain(self, rows: DosRows, idx: np.ndarray) -> list[str]:
         if len(idx) == 0:
@@ -304,19 +311,11 @@ class DosDetector:
 
     @classmethod
     def from_state(cls, state: dict[str, Any], config: DosSection | None = None) -> DosDetector:
-        from tapetum.errors import ModelError
-
-        if state.get("detector") != cls.name or state.get("version") != STATE_VERSION:
-            raise ModelError(
-                f"dos detector state version {state.get('version')} does not match "
-                f"this Tapetum's version {STATE_VERSION}; learn again"
-            )
+        check_state(state, cls.name, STATE_VERSION)
         det = cls(config)
-        try:
-            det.baseline_ = {str(k): float(v) for k, v in state["baseline"].items()}
+        with reading_state(cls.name):
+            det.baseline_.update({str(k): float(v) for k, v in state["baseline"].items()})
             det.evicted_ = int(state.get("evicted", 0))
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise ModelError(f"dos detector state is damaged: {exc!r}") from None
         return det
 
     # -- streaming ---------------------------------------------------------------------------
@@ -340,7 +339,7 @@ class DosDetector:
 
     def poll(self, watermark_ns: int | None = None) -> list[Alert]:
         wm = self._watermark if watermark_ns is None else max(self._watermark, watermark_ns)
-        if wm == np.iinfo(np.int64).min:
+        if wm == NO_TIME:
             return []
         cutoff = wm - self.lag_ns
         return self._finalize(cutoff // self.window_ns - 1, cutoff // self.slow_ns - 1)
@@ -350,9 +349,8 @@ class DosDetector:
         alerts = self._finalize(top, top)
         alerts += [self._alert(ep) for ep in self._episodes.values()]
         self._episodes.clear()
-        alerts.sort(key=lambda a: (a.ts_ns, a.alert_id))
-        self._watermark = np.iinfo(np.int64).min  # a new stream may start at any time
-        return alerts
+        self._watermark = NO_TIME  # a new stream may start at any time
+        return by_time(alerts)
 
     def _finalize(self, flood_until: int, slow_until: int) -> list[Alert]:
         """Judge flood windows <= flood_until and slow windows <= slow_until."""
@@ -389,8 +387,7 @@ class DosDetector:
             until = slow_until if ep["kind"] == KIND_SLOW else flood_until
             if ep["last_w"] < until:
                 alerts.append(self._alert(self._episodes.pop(key)))
-        alerts.sort(key=lambda a: (a.ts_ns, a.alert_id))
-        return alerts
+        return by_time(alerts)
 
     # -- episodes and alerts -----------------------------------------------------------------
 

@@ -31,14 +31,24 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
 from tapetum.config import ExfilSection
-from tapetum.detectors.common import AlertIds, fmt_bytes, fmt_duration
-from tapetum.features.exfil import Crossing, ExfilRows, Networks, PairMap, accumulate, rows_from
+from tapetum.detectors.common import (
+    AlertIds,
+    InternalNetworks,
+    by_time,
+    check_state,
+    fmt_bytes,
+    fmt_duration,
+    reading_state,
+)
+from tapetum.detectors.windows import DataTimeWindows
+from tapetum.errors import ModelError
+from tapetum.features.exfil import Crossing, ExfilRows, PairMap, accumulate, rows_from
 from tapetum.flows.meter import FlowBatch
 from tapetum.records import Alert, AppEvent
 
@@ -68,7 +78,8 @@ class ExfilDetector:
         c = self.config
         self.windows_ns = [int(w * 1e9) for w in c.windows_s]
         self.lag_ns = int(lag_s * 1e9)
-        self.internal = Networks(c.internal_networks)
+        # Configured networks replace the default (private, link-local, loopback).
+        self.internal = InternalNetworks(c.internal_networks, private=not c.internal_networks)
         self._offset_s = c.utc_offset_h * 3600.0
         #: Learned: host -> per window length, 25 buckets of [n, mean, deviation].
         self.profile_: dict[str, list[list[list[float]]]] = {}
@@ -79,11 +90,13 @@ class ExfilDetector:
         #: Learned: "win|host|dest" -> [[day, hour, bytes_out], ...] of large uploads.
         self.routine_: dict[str, list[list[int]]] = {}
         self.dropped_: dict[str, int] = {"pairs": 0, "hosts": 0, "destinations": 0, "routine": 0}
-        self._windows: dict[tuple[int, int], PairMap] = {}
+        #: Per window length, its windows.
+        self._windows: list[DataTimeWindows[PairMap]] = [
+            DataTimeWindows(length, self.lag_ns, dict) for length in self.windows_ns
+        ]
         #: (host, dest) -> end of the last window it alerted in ("" dest: the host's total).
         self._alerted: dict[tuple[str, str], int] = {}
         self._ids = AlertIds()
-        self._watermark = np.iinfo(np.int64).min
 
     # -- time ---------------------------------------------------------------------------------
 
@@ -338,14 +351,7 @@ class ExfilDetector:
 
     @classmethod
     def from_state(cls, state: dict[str, Any], config: ExfilSection | None = None) -> ExfilDetector:
-        from tapetum.errors import ModelError
-
-        if state.get("detector") != cls.name or state.get("version") != STATE_VERSION:
-            raise ModelError(
-                f"exfil detector state (detector {state.get('detector')!r}, version "
-                f"{state.get('version')}) does not match this Tapetum's version {STATE_VERSION}; "
-                "learn again"
-            )
+        check_state(state, cls.name, STATE_VERSION)
         det = cls(config)
         params = state.get("params", {})
         learnt = [float(x) for x in params.get("windows_s", [])]
@@ -354,7 +360,7 @@ class ExfilDetector:
                 f"exfil detector state was learnt with windows {params.get('windows_s')} s, "
                 f"configured: {det.config.windows_s} s; learn again"
             )
-        try:
+        with reading_state(cls.name):
             det.profile_ = {
                 str(h): [[[float(x) for x in b] for b in w] for w in p]
                 for h, p in state["profile"].items()
@@ -365,8 +371,6 @@ class ExfilDetector:
                 str(k): [[int(x) for x in e] for e in v] for k, v in state["routine"].items()
             }
             det.dropped_.update({str(k): int(v) for k, v in state.get("dropped", {}).items()})
-        except (KeyError, AttributeError, TypeError, ValueError) as exc:
-            raise ModelError(f"exfil detector state is damaged: {exc}") from None
         return det
 
     # -- streaming ---------------------------------------------------------------------------
@@ -374,33 +378,33 @@ class ExfilDetector:
     def observe(self, flows: FlowBatch) -> None:
         if len(flows) == 0:
             return
-        self._watermark = max(self._watermark, int(flows.num["end_ns"].max()))
+        end = int(flows.num["end_ns"].max())
+        for windows in self._windows:
+            windows.advance(end)
         cross = Crossing.from_flows(flows, self.internal)
         if len(cross) == 0:
             return
         cap = self.config.max_pairs_per_window
-        for win, length in enumerate(self.windows_ns):
-            w_of = cross.start_ns // length
-            for w in np.unique(w_of).tolist():
-                pairs = self._windows.setdefault((win, int(w)), {})
-                self.dropped_["pairs"] += accumulate(pairs, cross, w_of == w, cap)
+        for windows in self._windows:
+            for pairs, m in windows.split(cross.start_ns):
+                self.dropped_["pairs"] += accumulate(pairs, cross, m, cap)
 
     def observe_events(self, events: Sequence[AppEvent]) -> None:
         """Volumes come from flows alone."""
 
     def poll(self, watermark_ns: int | None = None) -> list[Alert]:
-        wm = self._watermark if watermark_ns is None else max(self._watermark, watermark_ns)
-        done = [
-            key for key in self._windows
-            if (key[1] + 1) * self.windows_ns[key[0]] + self.lag_ns < wm
-        ]  # fmt: skip
-        return self._finalize(done)
+        return self._finalize(self._keys(lambda ws: ws.complete(watermark_ns, self.lag_ns)))
 
     def flush(self) -> list[Alert]:
-        alerts = self._finalize(list(self._windows))
-        self._watermark = np.iinfo(np.int64).min  # a new stream may start at any time
+        alerts = self._finalize(self._keys(lambda ws: ws.flush()))
         self._alerted.clear()
         return alerts
+
+    def _keys(
+        self, which: Callable[[DataTimeWindows[PairMap]], list[int]]
+    ) -> list[tuple[int, int]]:
+        """(window length index, window) of the windows `which` picks of each length."""
+        return [(win, w) for win, ws in enumerate(self._windows) for w in which(ws)]
 
     def _finalize(self, keys: list[tuple[int, int]]) -> list[Alert]:
         # Windows in order of their end, short before long at equal ends: a long window then
@@ -410,7 +414,7 @@ class ExfilDetector:
         for win, w in keys:
             length = self.windows_ns[win]
             start = w * length
-            rows = rows_from(self._windows.pop((win, w)), win, start)
+            rows = rows_from(self._windows[win].pop(w), win, start)
             if len(rows) == 0:
                 continue
             j = self._judge(rows)
@@ -438,8 +442,7 @@ class ExfilDetector:
             horizon = start - max(self.windows_ns)
             for key in [key for key, end in self._alerted.items() if end < horizon]:
                 del self._alerted[key]
-        alerts.sort(key=lambda a: (a.ts_ns, a.alert_id))
-        return alerts
+        return by_time(alerts)
 
     def _alert(self, rows: ExfilRows, j: dict[str, np.ndarray], k: int, text: str, w: int) -> Alert:
         c = self.config

@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 
 from tapetum.config import IntelSection
-from tapetum.detectors.common import AlertIds, fmt_duration, is_internal
-from tapetum.detectors.protocol import Episode, Episodes
+from tapetum.detectors.common import AlertIds, by_time, check_state, fmt_duration, is_internal
+from tapetum.detectors.windows import Episode, EpisodeKey, Episodes
 from tapetum.flows.meter import FlowBatch
 from tapetum.intel.indicators import Indicator
 from tapetum.intel.matcher import Matcher
@@ -105,7 +105,6 @@ class IntelDetector:
         self.matcher = Matcher(indicators, c.min_confidence)
         self._episodes = Episodes(c.window_s, c.episode_gap_s, c.max_episodes)
         self._ids = AlertIds()
-        self._watermark = np.iinfo(np.int64).min
 
     @classmethod
     def from_config(cls, config: IntelSection | None = None) -> IntelDetector:
@@ -265,13 +264,7 @@ class IntelDetector:
 
     @classmethod
     def from_state(cls, state: dict[str, Any], config: IntelSection | None = None) -> IntelDetector:
-        from tapetum.errors import ModelError
-
-        if state.get("detector") != cls.name or state.get("version") != STATE_VERSION:
-            raise ModelError(
-                f"intel detector state version {state.get('version')} does not match "
-                f"this Tapetum's version {STATE_VERSION}"
-            )
+        check_state(state, cls.name, STATE_VERSION)
         return cls.from_config(config) if config is not None else cls((), None)
 
     # -- streaming ---------------------------------------------------------------------------
@@ -285,27 +278,22 @@ class IntelDetector:
     def observe(self, flows: FlowBatch) -> None:
         if len(flows) == 0:
             return
-        self._watermark = max(self._watermark, int(flows.num["end_ns"].max()))
+        self._episodes.advance(int(flows.num["end_ns"].max()))
         self._see(self._flow_matches(flows))
 
     def observe_events(self, events: Sequence[AppEvent]) -> None:
         if events:
-            self._watermark = max(self._watermark, max(e.ts_ns for e in events))
+            self._episodes.advance(max(e.ts_ns for e in events))
             self._see(self._event_matches(events))
 
     def poll(self, watermark_ns: int | None = None) -> list[Alert]:
-        wm = self._watermark if watermark_ns is None else max(self._watermark, watermark_ns)
-        return self._alerts(self._episodes.due(wm))
+        return self._alerts(self._episodes.due(watermark_ns))
 
     def flush(self) -> list[Alert]:
-        alerts = self._alerts(self._episodes.flush())
-        self._watermark = np.iinfo(np.int64).min
-        return alerts
+        return self._alerts(self._episodes.flush())
 
-    def _alerts(self, due: list[tuple[tuple[str, str, str], Episode]]) -> list[Alert]:
-        alerts = [self._alert(key[0], ep) for key, ep in due]
-        alerts.sort(key=lambda a: (a.ts_ns, a.alert_id))
-        return alerts
+    def _alerts(self, due: list[tuple[EpisodeKey, Episode]]) -> list[Alert]:
+        return by_time([self._alert(key[0], ep) for key, ep in due])
 
     def _alert(self, entity: str, ep: Episode) -> Alert:
         mt: Match = ep.data

@@ -33,7 +33,6 @@ known only when they end.
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -41,7 +40,16 @@ from typing import Any
 import numpy as np
 
 from tapetum.config import LateralSection
-from tapetum.detectors.common import AlertIds, fmt_duration, is_internal
+from tapetum.detectors.common import (
+    AlertIds,
+    BoundedDict,
+    InternalNetworks,
+    by_time,
+    check_state,
+    fmt_duration,
+    reading_state,
+)
+from tapetum.detectors.windows import NO_TIME
 from tapetum.features.lateral import ContactRows, contacts, peak_in_window
 from tapetum.flows.meter import FlowBatch
 from tapetum.records import Alert, AppEvent
@@ -101,35 +109,25 @@ class LateralDetector:
         self.chain_ns = int(c.chain_window_s * 1e9)
         self.warmup_ns = int(c.warmup_s * 1e9)
         self.lag_ns = int(lag_s * 1e9)
-        self._networks = [ipaddress.ip_network(n, strict=False) for n in c.internal_networks]
+        self.internal = InternalNetworks(c.internal_networks)
         #: Learned: "src|dst|service" -> last seen (ns); dict order is least recently seen first.
-        self.pairs_: dict[str, int] = {}
+        self.pairs_: BoundedDict[str, int] = BoundedDict(c.max_pairs)
         #: Learned per source: first_ns, new_peers {service: most new peers in a quiet window},
         #: relay (chains seen while learning).
-        self.hosts_: dict[str, dict[str, Any]] = {}
+        self.hosts_: BoundedDict[str, dict[str, Any]] = BoundedDict(c.max_hosts)
         #: The warm-up is over (or was skipped because the state was learnt elsewhere).
         self.warmed_ = False
         self.evicted_pairs_ = 0
         self.evicted_hosts_ = 0
         self.dropped_contacts_ = 0
-        self._pending: dict[Triple, list[int]] = {}  # new contacts: [first, last, flows, bytes]
+        #: New contacts: [first, last, flows, bytes].
+        self._pending: BoundedDict[Triple, list[int]] = BoundedDict(c.max_pending)
         self._inbound: dict[str, list[tuple[str, str, int, int]]] = {}  # dst -> (src, svc, …)
         self._warm_until: int | None = None
-        self._watermark = np.iinfo(np.int64).min
+        self._watermark = NO_TIME
         self._ids = AlertIds()
 
     # -- helpers -----------------------------------------------------------------------------
-
-    def _inside(self, ip: str) -> bool:
-        if is_internal(ip):
-            return True
-        if not self._networks:
-            return False
-        try:
-            a = ipaddress.ip_address(ip)
-        except ValueError:
-            return False
-        return any(a in n for n in self._networks)
 
     def _base(self, src: str, svc: str) -> int:
         h = self.hosts_.get(src)
@@ -148,23 +146,18 @@ class LateralDetector:
         return int(h["relay"]) if h is not None else 0
 
     def _host(self, src: str, t: int) -> dict[str, Any]:
-        h = self.hosts_.pop(src, None)
+        h = self.hosts_.get(src)
         if h is None:
             h = {"first_ns": t, "new_peers": {}, "relay": 0}
         else:
             h["first_ns"] = min(int(h["first_ns"]), t)
-        self.hosts_[src] = h  # most recently active last
-        while len(self.hosts_) > self.config.max_hosts:
-            del self.hosts_[next(iter(self.hosts_))]
-            self.evicted_hosts_ += 1
+        self.hosts_.touch(src, h)  # most recently active last
+        self.evicted_hosts_ += self.hosts_.trim()
         return h
 
     def _learn_pair(self, key: str, t: int) -> None:
-        last = self.pairs_.pop(key, t)
-        self.pairs_[key] = max(last, t)
-        while len(self.pairs_) > self.config.max_pairs:
-            del self.pairs_[next(iter(self.pairs_))]
-            self.evicted_pairs_ += 1
+        self.pairs_.touch(key, max(self.pairs_.get(key, t), t))
+        self.evicted_pairs_ += self.pairs_.trim()
 
     # -- contract on feature rows ------------------------------------------------------------
 
@@ -174,7 +167,7 @@ class LateralDetector:
             flows,
             self.config.services,
             min_payload_bytes=self.config.min_payload_bytes,
-            inside=self._inside,
+            internal=self.internal,
         )
 
     def entities(self, rows: ContactRows) -> list[str]:
@@ -302,28 +295,20 @@ class LateralDetector:
     def from_state(
         cls, state: dict[str, Any], config: LateralSection | None = None
     ) -> LateralDetector:
-        from tapetum.errors import ModelError
-
-        if state.get("detector") != cls.name or state.get("version") != STATE_VERSION:
-            raise ModelError(
-                f"lateral detector state version {state.get('version')} does not match "
-                f"this Tapetum's version {STATE_VERSION}; learn again"
-            )
+        check_state(state, cls.name, STATE_VERSION)
         det = cls(config)
-        try:
-            det.pairs_ = {str(k): int(v) for k, v in state["pairs"].items()}
-            det.hosts_ = {
+        with reading_state(cls.name):
+            det.pairs_.update({str(k): int(v) for k, v in state["pairs"].items()})
+            det.hosts_.update({
                 str(h): {
                     "first_ns": int(v["first_ns"]),
                     "new_peers": {str(s): int(n) for s, n in v["new_peers"].items()},
                     "relay": int(v["relay"]),
                 }
                 for h, v in state["hosts"].items()
-            }
+            })  # fmt: skip
             det.warmed_ = bool(state["warmed"])
             counters = state.get("counters", {})
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise ModelError(f"lateral detector state is damaged: {exc!r}") from None
         det.evicted_pairs_ = int(counters.get("evicted_pairs", 0))
         det.evicted_hosts_ = int(counters.get("evicted_hosts", 0))
         det.dropped_contacts_ = int(counters.get("dropped_contacts", 0))
@@ -361,9 +346,7 @@ class LateralDetector:
                 p[0], p[1] = min(p[0], first), max(p[1], last)
                 p[2] += int(rows.flows[k])
                 p[3] += int(rows.payload_bytes[k])
-        while len(self._pending) > self.config.max_pending:
-            del self._pending[next(iter(self._pending))]
-            self.dropped_contacts_ += 1
+        self.dropped_contacts_ += self._pending.trim()
 
     def _note_inbound(self, dst: str, item: tuple[str, str, int, int]) -> None:
         lst = self._inbound.get(dst)
@@ -399,7 +382,7 @@ class LateralDetector:
         self.warmed_ = self.warmed_ or bool(self.pairs_)
         self._warm_until = None
         self._inbound.clear()
-        self._watermark = np.iinfo(np.int64).min  # a new stream may start at any time
+        self._watermark = NO_TIME  # a new stream may start at any time
         return alerts
 
     def _decide(self, limit: int | None, *, learn_only: bool) -> list[Alert]:
@@ -432,8 +415,7 @@ class LateralDetector:
                 decided.append((keys[i], rec))
                 i += 1
         alerts += self._chains(decided, learn_only=learn_only)
-        alerts.sort(key=lambda a: (a.ts_ns, a.alert_id))
-        return alerts
+        return by_time(alerts)
 
     def _chains(self, decided: list[tuple[Triple, list[int]]], *, learn_only: bool) -> list[Alert]:
         by_pivot: dict[str, list[tuple[Triple, list[int], tuple[str, str, int, int]]]] = {}

@@ -23,13 +23,13 @@ Entity: the client that connected (src); dest is the server the anomaly is about
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from tapetum.config import ProtocolAnomalySection
-from tapetum.detectors.common import AlertIds, fmt_duration
+from tapetum.detectors.common import AlertIds, by_time, check_state, fmt_duration
+from tapetum.detectors.windows import Episode, EpisodeKey, Episodes
 from tapetum.features.protocol import (
     KIND_CLEARTEXT_CREDENTIALS,
     KIND_EXPIRED,
@@ -66,78 +66,6 @@ KINDS: dict[str, tuple[int, float, int, tuple[str, ...], tuple[str, ...]]] = {
 STRICT_PORT_SCORE = 0.55
 
 
-@dataclass(slots=True)
-class Episode:
-    """Repeated sightings of one thing about one entity, counted until quiet for a while."""
-
-    first_ns: int
-    last_ns: int
-    count: int = 1
-    alerted: bool = False
-    #: Whatever the detector needs to write the alert (the first finding and row).
-    data: Any = None
-    servers: set[str] = field(default_factory=set)
-
-
-class Episodes:
-    """Bounded episode table keyed by (entity, signature, key); see the module docstring."""
-
-    def __init__(self, window_s: float, gap_s: float, max_open: int) -> None:
-        self.window_ns = int(window_s * 1e9)
-        self.gap_ns = int(gap_s * 1e9)
-        self.max_open = max_open
-        self.open: dict[tuple[str, str, str], Episode] = {}
-        self._ready: list[tuple[tuple[str, str, str], Episode]] = []
-        self.dropped = 0
-        self.repeats = 0
-
-    def __len__(self) -> int:
-        return len(self.open)
-
-    def see(self, key: tuple[str, str, str], ts_ns: int, data: Any, server: str = "") -> None:
-        ep = self.open.get(key)
-        if ep is not None and ts_ns - ep.last_ns > self.gap_ns:
-            if not ep.alerted:
-                self._ready.append((key, ep))
-            del self.open[key]
-            ep = None
-        if ep is None:
-            if len(self.open) >= self.max_open:
-                self.dropped += 1
-                return
-            ep = self.open[key] = Episode(ts_ns, ts_ns, data=data)
-        else:
-            ep.count += 1
-            if ep.alerted:
-                self.repeats += 1
-            if ts_ns < ep.first_ns:  # events of long flows arrive late
-                ep.first_ns = ts_ns
-            ep.last_ns = max(ep.last_ns, ts_ns)
-        if server and len(ep.servers) < 64:
-            ep.servers.add(server)
-
-    def due(self, watermark_ns: int) -> list[tuple[tuple[str, str, str], Episode]]:
-        """Episodes whose first window is complete at this watermark (each returned once);
-        alerted episodes quiet for longer than the gap are forgotten."""
-        out, self._ready = self._ready, []
-        stale = []
-        for key, ep in self.open.items():
-            if not ep.alerted and ep.first_ns + self.window_ns <= watermark_ns:
-                ep.alerted = True
-                out.append((key, ep))
-            elif ep.alerted and ep.last_ns + self.gap_ns < watermark_ns:
-                stale.append(key)
-        for key in stale:
-            del self.open[key]
-        return out
-
-    def flush(self) -> list[tuple[tuple[str, str, str], Episode]]:
-        out, self._ready = self._ready, []
-        out += [(k, ep) for k, ep in self.open.items() if not ep.alerted]
-        self.open.clear()
-        return out
-
-
 class ProtocolDetector:
     name = "protocol"
 
@@ -160,7 +88,6 @@ class ProtocolDetector:
         self.fingerprints_dropped = 0
         self._episodes = Episodes(c.window_s, c.episode_gap_s, c.max_episodes)
         self._ids = AlertIds()
-        self._watermark = np.iinfo(np.int64).min
 
     # -- contract on feature rows ------------------------------------------------------------
 
@@ -274,13 +201,7 @@ class ProtocolDetector:
     def from_state(
         cls, state: dict[str, Any], config: ProtocolAnomalySection | None = None
     ) -> ProtocolDetector:
-        from tapetum.errors import ModelError
-
-        if state.get("detector") != cls.name or state.get("version") != STATE_VERSION:
-            raise ModelError(
-                f"protocol detector state version {state.get('version')} does not match "
-                f"this Tapetum's version {STATE_VERSION}; learn again"
-            )
+        check_state(state, cls.name, STATE_VERSION)
         det = cls(config)
         det.handshakes_ = int(state["handshakes"])
         det.warm_hosts_ = [str(h) for h in state["warm_hosts"]]
@@ -294,14 +215,14 @@ class ProtocolDetector:
     def observe(self, flows: FlowBatch) -> None:
         """Flows only advance data time: the anomalies are in the events."""
         if len(flows):
-            self._watermark = max(self._watermark, int(flows.num["end_ns"].max()))
+            self._episodes.advance(int(flows.num["end_ns"].max()))
 
     def observe_events(self, events: Sequence[AppEvent]) -> None:
         if not events:
             return
         eps = self._episodes
         for r in self._rows(events):
-            self._watermark = max(self._watermark, r.ts_ns)
+            eps.advance(r.ts_ns)
             server = f"{r.dest_ip}:{r.dest_port}"
             for f in r.findings:
                 eps.see((r.src_ip, f.kind, f.key), r.ts_ns, (r, f), server)
@@ -319,15 +240,12 @@ class ProtocolDetector:
                 self._learn_fingerprint(r.fingerprint, r.src_ip, not rare)
 
     def poll(self, watermark_ns: int | None = None) -> list[Alert]:
-        wm = self._watermark if watermark_ns is None else max(self._watermark, watermark_ns)
-        return self._alerts(self._episodes.due(wm))
+        return self._alerts(self._episodes.due(watermark_ns))
 
     def flush(self) -> list[Alert]:
-        alerts = self._alerts(self._episodes.flush())
-        self._watermark = np.iinfo(np.int64).min
-        return alerts
+        return self._alerts(self._episodes.flush())
 
-    def _alerts(self, due: list[tuple[tuple[str, str, str], Episode]]) -> list[Alert]:
+    def _alerts(self, due: list[tuple[EpisodeKey, Episode]]) -> list[Alert]:
         alerts = []
         for (entity, kind, key), ep in due:
             row, finding = ep.data
@@ -336,8 +254,7 @@ class ProtocolDetector:
                 if known is not None and any(h != entity for h in known[1]):
                     continue  # another host used it since: not one host's client after all
             alerts.append(self._alert(entity, kind, key, ep, row, finding))
-        alerts.sort(key=lambda a: (a.ts_ns, a.alert_id))
-        return alerts
+        return by_time(alerts)
 
     def _alert(
         self, entity: str, kind: str, key: str, ep: Episode, row: EventRow, f: Finding

@@ -19,7 +19,9 @@ from typing import Any
 import numpy as np
 
 from tapetum.config import ScanSection
-from tapetum.detectors.common import AlertIds, fmt_duration, is_internal
+from tapetum.detectors.common import AlertIds, by_time, check_state, fmt_duration, is_internal
+from tapetum.detectors.windows import DataTimeWindows
+from tapetum.features import columns
 from tapetum.features.scan import ProbeColumns, ScanRows, aggregate, answered_ports
 from tapetum.flows.key import addr_text, proto_name
 from tapetum.flows.meter import FlowBatch
@@ -47,17 +49,20 @@ class ScanDetector:
         self.lag_ns = int(lag_s * 1e9)
         #: Learned: per source and kind, the largest count seen in a window that did not alert.
         self.baseline_: dict[str, list[int]] = {}
-        self._windows: dict[int, list[ProbeColumns]] = {}
+        self._windows: DataTimeWindows[list[ProbeColumns]] = DataTimeWindows(
+            self.window_ns, self.lag_ns, list
+        )
         # Slow scans: distinct probes of finished short windows, per slow window, and the
         # target groups that already alerted in a short window (not raised twice).
         self.slow_ns = int(self.config.slow_window_s * 1e9)
-        self._slow: dict[int, list[ProbeColumns]] = {}
+        self._slow: DataTimeWindows[list[ProbeColumns]] = DataTimeWindows(
+            self.slow_ns, self.lag_ns, list
+        )
         self._slow_rows = 0
         self._alerted: dict[int, set[tuple[int, ...]]] = {}
         #: Probes not kept for slow-scan detection because of `slow_max_probes`.
         self.dropped_slow_probes = 0
         self._ids = AlertIds()
-        self._watermark = np.iinfo(np.int64).min
 
     # -- contract on feature rows ------------------------------------------------------------
 
@@ -165,13 +170,7 @@ class ScanDetector:
 
     @classmethod
     def from_state(cls, state: dict[str, Any], config: ScanSection | None = None) -> ScanDetector:
-        from tapetum.errors import ModelError
-
-        if state.get("detector") != cls.name or state.get("version") != STATE_VERSION:
-            raise ModelError(
-                f"scan detector state version {state.get('version')} does not match "
-                f"this Tapetum's version {STATE_VERSION}; learn again"
-            )
+        check_state(state, cls.name, STATE_VERSION)
         det = cls(config)
         det.baseline_ = {str(k): [int(x) for x in v] for k, v in state["baseline"].items()}
         return det
@@ -181,15 +180,14 @@ class ScanDetector:
     def observe(self, flows: FlowBatch) -> None:
         if len(flows) == 0:
             return
-        self._watermark = max(self._watermark, int(flows.num["end_ns"].max()))
+        self._windows.advance(int(flows.num["end_ns"].max()))
         self._add_probes(ProbeColumns.from_flows(flows, self.config.failed_only))
 
     def _add_probes(self, p: ProbeColumns) -> None:
         if len(p) == 0:
             return
-        win = p.start_ns // self.window_ns
-        for w in np.unique(win).tolist():
-            self._windows.setdefault(int(w), []).append(p.take(win == w))
+        for parts, m in self._windows.split(p.start_ns):
+            parts.append(p.take(m))
 
     def observe_events(self, events: Sequence[AppEvent]) -> None:
         """Scans are seen in flows (and ARP) alone."""
@@ -198,23 +196,19 @@ class ScanDetector:
         """ARP requests of a packet batch: local sweeps that make no IP flow."""
         if len(arp) == 0:
             return
-        self._watermark = max(self._watermark, int(arp.ts_ns.max()))
+        self._windows.advance(int(arp.ts_ns.max()))
         self._add_probes(ProbeColumns.from_arp(arp))
 
     def poll(self, watermark_ns: int | None = None) -> list[Alert]:
-        wm = self._watermark if watermark_ns is None else max(self._watermark, watermark_ns)
-        done = [w for w in self._windows if (w + 1) * self.window_ns + self.lag_ns < wm]
-        alerts = self._finalize(sorted(done))
+        wm = self._windows.now(watermark_ns)
+        alerts = self._finalize(self._windows.complete(wm, self.lag_ns))
         if self.slow_ns:
-            slow = [w for w in self._slow if (w + 1) * self.slow_ns + self.lag_ns < wm]
-            alerts += self._finalize_slow(sorted(slow))
+            alerts += self._finalize_slow(self._slow.complete(wm, self.lag_ns))
         return alerts
 
     def flush(self) -> list[Alert]:
-        alerts = self._finalize(sorted(self._windows))
-        alerts += self._finalize_slow(sorted(self._slow))
-        self._watermark = np.iinfo(np.int64).min  # a new stream may start at any time
-        return alerts
+        alerts = self._finalize(self._windows.flush())
+        return alerts + self._finalize_slow(self._slow.flush())
 
     def _keep_for_slow(self, w: int, probes: ProbeColumns, rows: ScanRows, hit: np.ndarray) -> None:
         if not self.slow_ns or len(probes) == 0:
@@ -229,7 +223,7 @@ class ScanDetector:
         if len(probes) > room:
             self.dropped_slow_probes += len(probes) - room
             probes = probes.take(np.arange(room))
-        self._slow.setdefault(ws, []).append(probes)
+        self._slow.at(ws).append(probes)
         self._slow_rows += len(probes)
 
     def _finalize_slow(self, windows: list[int]) -> list[Alert]:
@@ -254,8 +248,7 @@ class ScanDetector:
             for k, text in zip(idx.tolist(), texts, strict=True):
                 text = f"{why}: {text}"
                 alerts.append(self._alert(rows, k, float(scores[k]), text, ws, slow=True))
-        alerts.sort(key=lambda a: (a.ts_ns, a.alert_id))
-        return alerts
+        return by_time(alerts)
 
     def _finalize(self, windows: list[int]) -> list[Alert]:
         alerts: list[Alert] = []
@@ -271,10 +264,9 @@ class ScanDetector:
             for k, text in zip(idx.tolist(), texts, strict=True):
                 alerts.append(self._alert(rows, k, float(scores[k]), text, w))
             # Learn only what did not alert: a scan cannot raise its own baseline.
-            self.learn(_take_rows(rows, ~hit))
+            self.learn(columns.take(rows, ~hit))
             self._keep_for_slow(w, probes, rows, hit)
-        alerts.sort(key=lambda a: (a.ts_ns, a.alert_id))
-        return alerts
+        return by_time(alerts)
 
     def _alert(
         self, rows: ScanRows, k: int, score: float, text: str, window: int, slow: bool = False
@@ -299,7 +291,7 @@ class ScanDetector:
         else:
             technique = ("T1595.002",) if vertical else ("T1595.001",)
             tactic = ("reconnaissance",)
-        threshold = int(self._thresholds(_take_rows(rows, np.array([k])))[0])
+        threshold = int(self._thresholds(columns.take(rows, np.array([k])))[0])
         severity = 2 if n >= 10 * threshold else 3
         key = f"{sig}|{src}|{dst if vertical else f'{proto}/{port}'}|{window}|{rows.first_ns[k]}"
         dur = (int(rows.last_ns[k]) - int(rows.first_ns[k])) / 1e9
@@ -339,7 +331,3 @@ def _group_key(rows: ScanRows, k: int) -> tuple[int, ...]:
         int(rows.src_hi[k]), int(rows.src_lo[k]), int(rows.kind[k]), int(rows.dst_hi[k]),
         int(rows.dst_lo[k]), int(rows.proto[k]), int(rows.dport[k]),
     )  # fmt: skip
-
-
-def _take_rows(rows: ScanRows, m: np.ndarray) -> ScanRows:
-    return ScanRows(*(getattr(rows, f)[m] for f in ScanRows.__slots__))

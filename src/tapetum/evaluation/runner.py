@@ -99,10 +99,16 @@ class CaptureRun:
 
 
 def run_capture(
-    path: str | Path, labels: Labels, config: Config | None = None, name: str | None = None
+    path: str | Path,
+    labels: Labels,
+    config: Config | None = None,
+    name: str | None = None,
+    detectors: Sequence[StreamingDetector] | None = None,
 ) -> CaptureRun:
+    """`detectors`: fresh detectors to run (e.g. restored from a model), else the config's."""
     cfg = config or Config()
-    taps = [ScoringTap(d, track_time=k == 0) for k, d in enumerate(build_detectors(cfg))]
+    dets = build_detectors(cfg) if detectors is None else detectors
+    taps = [ScoringTap(d, track_time=k == 0) for k, d in enumerate(dets)]
     pipe = Pipeline(cfg, detectors=taps)  # type: ignore[arg-type]
     summary = pipe.run([str(path)])
     return CaptureRun(

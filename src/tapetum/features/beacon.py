@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
+
+from tapetum.features import columns
 
 NS = 1_000_000_000
 #: Weights of the components in the combined regularity (they sum to 1).
@@ -240,12 +241,7 @@ class BeaconRows:
         return int(self.kind.shape[0])
 
     def take(self, idx: np.ndarray) -> BeaconRows:
-        lst = np.asarray(idx).tolist()
-        out: dict[str, Any] = {}
-        for f in BeaconRows.__slots__:
-            v = getattr(self, f)
-            out[f] = [v[i] for i in lst] if isinstance(v, list) else v[idx]
-        return BeaconRows(**out)
+        return columns.take(self, idx)
 
 
 def make_rows(

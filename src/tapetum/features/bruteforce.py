@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from tapetum.features import columns
 from tapetum.flows import table as T
 from tapetum.flows.meter import FlowBatch
 
@@ -99,14 +100,10 @@ class Attempts:
 
     @staticmethod
     def concat(parts: list[Attempts]) -> Attempts:
-        if not parts:
-            return Attempts.empty()
-        return Attempts(
-            *(np.concatenate([getattr(p, f) for p in parts]) for f in Attempts.__slots__)
-        )
+        return columns.concat(Attempts, parts) if parts else Attempts.empty()
 
     def take(self, m: np.ndarray) -> Attempts:
-        return Attempts(*(getattr(self, f)[m] for f in Attempts.__slots__))
+        return columns.take(self, m)
 
     def __len__(self) -> int:
         return int(self.service.shape[0])
@@ -219,26 +216,11 @@ class BruteRows:
         return np.asarray(self.failed_attempts / np.maximum(self.attempts, 1))
 
     def take(self, m: np.ndarray) -> BruteRows:
-        return BruteRows(*(getattr(self, f)[m] for f in BruteRows.__slots__))
+        return columns.take(self, m)
 
     @staticmethod
     def concat(parts: list[BruteRows]) -> BruteRows:
-        return BruteRows(
-            *(np.concatenate([getattr(p, f) for p in parts]) for f in BruteRows.__slots__)
-        )
-
-
-def _group(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Unique rows of a 2-D uint64 key array: (first index of each group, inverse)."""
-    order = np.lexsort(keys.T[::-1])
-    k = keys[order]
-    new = np.ones(k.shape[0], dtype=bool)
-    if k.shape[0] > 1:
-        new[1:] = np.any(k[1:] != k[:-1], axis=1)
-    gid_sorted = np.cumsum(new) - 1
-    inv = np.empty_like(gid_sorted)
-    inv[order] = gid_sorted
-    return order[new], inv
+        return columns.concat(BruteRows, parts)
 
 
 def _robust_spread(
@@ -274,14 +256,14 @@ def aggregate(a: Attempts) -> BruteRows:
     parts = []
     # Failed attempts per (source, service, target): the guessing rows, and the unit of spraying.
     pair_keys = np.column_stack([a.src_hi, a.src_lo, svc, a.dst_hi, a.dst_lo])
-    pfirst, pinv = _group(pair_keys)
+    pfirst, pinv = columns.group(pair_keys)
     np_ = pfirst.shape[0]
     pair_failed = np.bincount(pinv, weights=a.failed, minlength=np_).astype(np.int64)
     for kind in (0, 1):
         if kind == 0:
             first, ginv = pfirst, pinv
         else:
-            first, ginv = _group(np.column_stack([a.src_hi, a.src_lo, svc]))
+            first, ginv = columns.group(np.column_stack([a.src_hi, a.src_lo, svc]))
         ng = first.shape[0]
         attempts = np.bincount(ginv, minlength=ng).astype(np.int64)
         failed = np.bincount(ginv, weights=a.failed, minlength=ng).astype(np.int64)

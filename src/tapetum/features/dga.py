@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 
 from tapetum.errors import ModelError
-from tapetum.features.domain import normalize, registered_domain
+from tapetum.features import columns
+from tapetum.features.domain import normalize, psl, registered_domain
 
 #: Characters the model knows (DNS host names: LDH, plus "_" seen in service names).
 ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789-_"
@@ -104,20 +105,6 @@ class Prepared:
     private_suffix: bool = False  # under a PSL private-section suffix (cloudfront.net, github.io …)
 
 
-@lru_cache(maxsize=1)
-def _icann_psl() -> Any:
-    from publicsuffixlist import PublicSuffixList
-
-    return PublicSuffixList(only_icann=True)
-
-
-@lru_cache(maxsize=1)
-def _any_psl() -> Any:
-    from tapetum.features import domain
-
-    return domain._PSL
-
-
 def _decode_idn(label: str) -> str | None:
     try:
         return label.encode("ascii").decode("idna")
@@ -151,14 +138,14 @@ def prepare(name: str) -> Prepared:
         return Prepared(n, "", "", MALFORMED, f"label of {len(long[0])} characters (limit 63)")
     if n.endswith((".in-addr.arpa", ".ip6.arpa")) or n in ("in-addr.arpa", "ip6.arpa"):
         return Prepared(n, "", "", REVERSE, "reverse lookup")
-    suffix = _any_psl().publicsuffix(n, accept_unknown=False)
+    suffix = psl().publicsuffix(n, accept_unknown=False)
     if len(labels) < 2 or suffix is None or n.endswith((".arpa", ".local")) or n == "arpa":
         return Prepared(n, registered_domain(n), "", LOCAL, "no public suffix (local name)")
     if suffix == n:
         return Prepared(n, n, "", LOCAL, "a public suffix itself")
     reg = registered_domain(n)
     label = reg.split(".", 1)[0]
-    icann = _icann_psl().privatesuffix(n)
+    icann = psl(only_icann=True).privatesuffix(n)
     private = icann is not None and icann != reg
     if label.startswith("xn--"):
         decoded = _decode_idn(label)
@@ -513,13 +500,7 @@ class DgaRows:
 
     def take(self, idx: np.ndarray) -> DgaRows:
         """Rows by index array or boolean mask."""
-        arr = np.flatnonzero(idx) if idx.dtype == bool else np.asarray(idx, dtype=np.int64)
-        ii = arr.tolist()
-        return DgaRows(
-            host=[self.host[i] for i in ii],
-            examples=[self.examples[i] for i in ii],
-            **{f: getattr(self, f)[arr] for f in _NUMERIC},
-        )
+        return columns.take(self, idx)
 
 
 _NUMERIC = (

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
+from tapetum.features import columns
 from tapetum.features.domain import entropy_bits, normalize, registered_domain
 from tapetum.records import AppEvent, DnsEvent
 
@@ -171,12 +171,7 @@ class TunnelRows:
         return len(self.host)
 
     def take(self, idx: np.ndarray) -> TunnelRows:
-        ii = np.asarray(idx, dtype=np.int64) if idx.dtype != bool else np.flatnonzero(idx)
-        cols: dict[str, Any] = {}
-        for f in TunnelRows.__slots__:
-            v = getattr(self, f)
-            cols[f] = [v[i] for i in ii.tolist()] if isinstance(v, list) else v[ii]
-        return TunnelRows(**cols)
+        return columns.take(self, idx)
 
     def shape(self, min_len: float, min_entropy: float) -> np.ndarray:
         """0..1: how much the subdomains look like encoded data (long and high-entropy)."""

@@ -10,7 +10,12 @@ from functools import lru_cache
 
 from publicsuffixlist import PublicSuffixList
 
-_PSL = PublicSuffixList(only_icann=False)
+
+@lru_cache(maxsize=2)
+def psl(only_icann: bool = False) -> PublicSuffixList:
+    """The bundled Public Suffix List, built on first use (it takes a noticeable moment) and
+    shared: with private-section suffixes (cloudfront.net, github.io …), or ICANN's only."""
+    return PublicSuffixList(only_icann=only_icann)
 
 
 def normalize(name: str) -> str:
@@ -28,7 +33,7 @@ def registered_domain(name: str) -> str:
     n = normalize(name)
     if not n:
         return ""
-    reg = _PSL.privatesuffix(n)
+    reg = psl().privatesuffix(n)
     if reg is not None:
         return str(reg)
     labels = n.split(".")

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tapetum.features import columns
 from tapetum.flows import table as T
 from tapetum.flows.meter import FlowBatch
 
@@ -374,12 +375,10 @@ class SlowFlows:
     def concat(parts: list[SlowFlows]) -> SlowFlows:
         if not parts:
             return SlowFlows.empty()
-        return SlowFlows(
-            *(np.concatenate([getattr(p, f) for p in parts]) for f in SlowFlows.__slots__)
-        )
+        return columns.concat(SlowFlows, parts)
 
     def take(self, m: np.ndarray) -> SlowFlows:
-        return SlowFlows(*(getattr(self, f)[m] for f in SlowFlows.__slots__))
+        return columns.take(self, m)
 
 
 def slow_flows(

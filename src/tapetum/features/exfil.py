@@ -10,44 +10,13 @@ and (host rows) the number of destinations. Pure functions over flow columns.
 
 from __future__ import annotations
 
-import ipaddress
-from collections.abc import Sequence
+from collections.abc import Container
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
+from tapetum.features import columns
 from tapetum.flows.meter import FlowBatch
-
-_Net = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-class Networks:
-    """Membership in the site's internal networks (CIDR list), memoised per address.
-
-    An empty list means: private, link-local and loopback (as `detectors.common.is_internal`).
-    """
-
-    def __init__(self, cidrs: Sequence[str] = ()) -> None:
-        self.nets: list[_Net] = [ipaddress.ip_network(c, strict=False) for c in cidrs]
-        self._memo: dict[str, bool] = {}
-
-    def __call__(self, ip: str) -> bool:
-        hit = self._memo.get(ip)
-        if hit is None:
-            try:
-                a = ipaddress.ip_address(ip)
-            except ValueError:
-                hit = False
-            else:
-                if self.nets:
-                    hit = any(a.version == n.version and a in n for n in self.nets)
-                else:
-                    hit = a.is_private or a.is_link_local or a.is_loopback
-            if len(self._memo) > 1_000_000:  # bounded: a scan of the internet cannot grow it
-                self._memo.clear()
-            self._memo[ip] = hit
-        return hit
 
 
 @dataclass(slots=True)
@@ -67,10 +36,11 @@ class Crossing:
         return len(self.host)
 
     @staticmethod
-    def from_flows(fb: FlowBatch, internal: Networks) -> Crossing:
+    def from_flows(fb: FlowBatch, internal: Container[str]) -> Crossing:
+        """`internal`: the site's addresses (`detectors.common.InternalNetworks`)."""
         n = len(fb)
-        src_in = np.fromiter((internal(ip) for ip in fb.src_ip), dtype=bool, count=n)
-        dst_in = np.fromiter((internal(ip) for ip in fb.dest_ip), dtype=bool, count=n)
+        src_in = np.fromiter((ip in internal for ip in fb.src_ip), dtype=bool, count=n)
+        dst_in = np.fromiter((ip in internal for ip in fb.dest_ip), dtype=bool, count=n)
         out_m = src_in & ~dst_in  # host originated
         in_m = dst_in & ~src_in  # host answered an outside client
         idx = np.flatnonzero(out_m | in_m)
@@ -149,12 +119,7 @@ class ExfilRows:
         return len(self.host)
 
     def take(self, m: np.ndarray) -> ExfilRows:
-        ii = np.flatnonzero(m) if m.dtype == bool else np.asarray(m, dtype=np.int64)
-        cols: dict[str, Any] = {}
-        for f in ExfilRows.__slots__:
-            v = getattr(self, f)
-            cols[f] = [v[i] for i in ii.tolist()] if isinstance(v, list) else v[ii]
-        return ExfilRows(**cols)
+        return columns.take(self, m)
 
     def ratio(self) -> np.ndarray:
         """Upload/download ratio (bytes sent / bytes received, received at least 1)."""

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from tapetum.anomaly.scaling import CategoryEncoder
+from tapetum.features import columns
 from tapetum.flows.meter import FlowBatch
 from tapetum.flows.state import CONN_STATES
 
@@ -151,10 +152,7 @@ class HostWindows:
         return len(self.host)
 
     def take(self, idx: np.ndarray) -> HostWindows:
-        lst = idx.tolist()
-        return HostWindows([self.host[i] for i in lst], self.window[idx], self.first_ns[idx],
-                           self.last_ns[idx], self.values[idx], [self.top_peer[i] for i in lst],
-                           self.top_peer_bytes[idx])  # fmt: skip
+        return columns.take(self, idx)
 
 
 #: Distinct peers / ports remembered per host window; beyond this the count saturates.

@@ -9,11 +9,12 @@ unanswered attempt is a probe, which the scan detector counts, not a session.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from tapetum.features import columns
 from tapetum.flows.meter import FlowBatch
 
 #: Admin protocols by destination port (T1021 sub-techniques in the detector).
@@ -48,17 +49,8 @@ class ContactRows:
         z = np.zeros(0, dtype=np.int64)
         return ContactRows([], [], [], z, z, z, z)
 
-    def take(self, idx: Sequence[int]) -> ContactRows:
-        ix = np.asarray(idx, dtype=np.int64)
-        return ContactRows(
-            [self.src[i] for i in idx],
-            [self.dst[i] for i in idx],
-            [self.service[i] for i in idx],
-            self.first_ns[ix],
-            self.last_ns[ix],
-            self.flows[ix],
-            self.payload_bytes[ix],
-        )
+    def take(self, idx: Sequence[int] | np.ndarray) -> ContactRows:
+        return columns.take(self, idx)
 
 
 def admin_mask(fb: FlowBatch, ports: np.ndarray, min_payload_bytes: int) -> np.ndarray:
@@ -79,9 +71,10 @@ def contacts(
     services: Mapping[str, Sequence[int]] = DEFAULT_SERVICES,
     *,
     min_payload_bytes: int = 200,
-    inside: Callable[[str], bool],
+    internal: Container[str],
 ) -> ContactRows:
-    """Admin-protocol contacts between hosts for which `inside` holds, one row per triple."""
+    """Admin-protocol contacts between `internal` hosts (`detectors.common.InternalNetworks`),
+    one row per triple."""
     if len(fb) == 0:
         return ContactRows.empty()
     by_port = {p: name for name, ps in services.items() for p in ps}
@@ -92,7 +85,6 @@ def contacts(
     num = fb.num
     # Only the (few) admin sessions reach Python.
     agg: dict[tuple[str, str, str], list[int]] = {}
-    cache: dict[str, bool] = {}
     for i, port, start, end, up, down in zip(
         idx.tolist(),
         num["dest_port"][idx].tolist(),
@@ -103,15 +95,7 @@ def contacts(
         strict=True,
     ):
         src, dst = fb.src_ip[i], fb.dest_ip[i]
-        if src == dst:
-            continue
-        ok = True
-        for ip in (src, dst):
-            v = cache.get(ip)
-            if v is None:
-                v = cache[ip] = inside(ip)
-            ok = ok and v
-        if not ok:
+        if src == dst or src not in internal or dst not in internal:
             continue
         key = (src, dst, by_port[port])
         row = agg.get(key)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tapetum.features import columns
 from tapetum.flows import table as T
 from tapetum.flows.meter import FlowBatch
 from tapetum.sources.arp import OP_REPLY, OP_REQUEST, ArpBatch
@@ -92,14 +93,10 @@ class ProbeColumns:
 
     @staticmethod
     def concat(parts: list[ProbeColumns]) -> ProbeColumns:
-        if not parts:
-            return ProbeColumns.empty()
-        return ProbeColumns(
-            *(np.concatenate([getattr(p, f) for p in parts]) for f in ProbeColumns.__slots__)
-        )
+        return columns.concat(ProbeColumns, parts) if parts else ProbeColumns.empty()
 
     def take(self, m: np.ndarray) -> ProbeColumns:
-        return ProbeColumns(*(getattr(self, f)[m] for f in ProbeColumns.__slots__))
+        return columns.take(self, m)
 
     def __len__(self) -> int:
         return int(self.proto.shape[0])
@@ -139,19 +136,6 @@ class ScanRows:
         return np.column_stack([self.distinct_targets, self.probes, dur, rate]).astype(np.float64)
 
 
-def _group(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Unique rows of a 2-D uint64 key array: (first index of each group, inverse)."""
-    order = np.lexsort(keys.T[::-1])
-    k = keys[order]
-    new = np.ones(k.shape[0], dtype=bool)
-    if k.shape[0] > 1:
-        new[1:] = np.any(k[1:] != k[:-1], axis=1)
-    gid_sorted = np.cumsum(new) - 1
-    inv = np.empty_like(gid_sorted)
-    inv[order] = gid_sorted
-    return order[new], inv
-
-
 def aggregate(p: ProbeColumns) -> ScanRows:
     """Vertical and horizontal aggregates of probes (all in one window)."""
     if len(p) == 0:
@@ -171,10 +155,10 @@ def aggregate(p: ProbeColumns) -> ScanRows:
         else:
             gkeys = np.column_stack([p.src_hi, p.src_lo, proto, dport])
             item = np.column_stack([p.dst_hi, p.dst_lo])
-        first, ginv = _group(gkeys)
+        first, ginv = columns.group(gkeys)
         ng = first.shape[0]
         pair_keys = np.column_stack([ginv.astype(u), item])
-        pfirst, _ = _group(pair_keys)
+        pfirst, _ = columns.group(pair_keys)
         distinct = np.bincount(ginv[pfirst], minlength=ng)
         ans_first = pfirst[p.answered[pfirst]]
         answered = np.bincount(ginv[ans_first], minlength=ng)
@@ -208,7 +192,7 @@ def aggregate(p: ProbeColumns) -> ScanRows:
                 core_last_ns=core_last_ns,
             )
         )
-    return ScanRows(*(np.concatenate([getattr(r, f) for r in parts]) for f in ScanRows.__slots__))
+    return columns.concat(ScanRows, parts)
 
 
 def answered_ports(p: ProbeColumns, src: tuple[int, int], dst: tuple[int, int]) -> list[int]:

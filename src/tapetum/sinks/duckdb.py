@@ -92,8 +92,10 @@ CREATE TABLE IF NOT EXISTS incidents (
     last_seen TIMESTAMP_NS, entity VARCHAR, title VARCHAR, summary VARCHAR, severity INTEGER,
     confidence DOUBLE, stage VARCHAR, alert_count INTEGER, alert_ids VARCHAR[],
     signatures VARCHAR[], categories VARCHAR[], mitre_technique_id VARCHAR[],
-    mitre_tactic VARCHAR[], src_ip VARCHAR, dest_ips VARCHAR[]
+    mitre_tactic VARCHAR[], src_ip VARCHAR, dest_ips VARCHAR[], users VARCHAR[]
 );
+-- Stores written before incidents named users.
+ALTER TABLE incidents ADD COLUMN IF NOT EXISTS users VARCHAR[];
 """
 
 FLOW_INSERT_ROWS = 100_000
@@ -326,7 +328,7 @@ RECORD_COLUMNS: dict[type, tuple[str, list[tuple[str, str]]]] = {
         *((c, c) for c in (
             "incident_id", "entity", "title", "summary", "severity", "confidence", "stage",
             "alert_count", "alert_ids", "signatures", "categories", "mitre_technique_id",
-            "mitre_tactic", "src_ip", "dest_ips",
+            "mitre_tactic", "src_ip", "dest_ips", "users",
         )), ("ts", "ts_ns"), ("first_seen", "first_ts_ns"), ("last_seen", "last_ts_ns"),
     ]),
 }  # fmt: skip

@@ -280,6 +280,7 @@ def incident_event(i: Incident) -> EventDict:
             "signatures": list(i.signatures),
             "categories": list(i.categories),
             "dest_ips": list(i.dest_ips) or None,
+            "users": list(i.users) or None,
             "metadata": _attack(i.mitre_technique_id, i.mitre_tactic),
         }
     )
