@@ -242,3 +242,24 @@ def test_state_round_trip_mismatch_and_caps() -> None:
         DnsTunnelDetector.from_state({**state, "version": 99})
     with pytest.raises(ModelError, match="damaged"):
         DnsTunnelDetector.from_state({**state, "baseline": {"h": 1}})
+
+
+def test_forwarding_resolver_is_not_blamed_for_its_clients_tunnel(tmp_path: Path) -> None:
+    """The client's tunnel queries reach the resolver, which repeats them upstream: one alert,
+    on the client (as in the lab, where dnsmasq forwards iodine's queries)."""
+    client, resolver, upstream = Host("10.1.0.66"), Host("10.1.0.53"), Host("192.0.2.53")
+    data = random.Random(9).randbytes(30_000)
+    b = CaptureBuilder(seed=9)
+    b.add(1.0, iodine_session, client, resolver, "tunnel.example", data)
+    b.add(1.002, iodine_session, resolver, upstream, "tunnel.example", data)
+    path = tmp_path / "relay.pcap"
+    b.write(path)
+    det = DnsTunnelDetector()
+    alerts = replay(det, stream_of(path))
+    assert {a.entity for a in alerts} == {client.ip}
+    assert det.relayed_ >= 1
+    # Without the client's side in view, the resolver is all there is to alert on.
+    b = CaptureBuilder(seed=9)
+    b.add(1.002, iodine_session, resolver, upstream, "tunnel.example", data)
+    b.write(path)
+    assert {a.entity for a in replay(DnsTunnelDetector(), stream_of(path))} == {resolver.ip}

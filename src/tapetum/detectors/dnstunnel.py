@@ -40,6 +40,7 @@ from tapetum.detectors.common import (
 )
 from tapetum.detectors.windows import DataTimeWindows
 from tapetum.features.dnstunnel import PairMap, TunnelRows, accumulate, rows_from, tunnel_rows
+from tapetum.features.domain import registered_domain
 from tapetum.flows.meter import FlowBatch
 from tapetum.records import Alert, AppEvent, DnsEvent
 
@@ -70,6 +71,14 @@ class DnsTunnelDetector:
         self.dropped_: dict[str, int] = {"pairs": 0, "hosts": 0, "domains": 0}
         self.skipped_ = 0
         self._windows: DataTimeWindows[PairMap] = DataTimeWindows(self.window_ns, self.lag_ns, dict)
+        # Per window: (resolver, parent domain) -> clients that asked that resolver for names
+        # under the domain. A forwarding resolver repeats its client's tunnel queries upstream;
+        # the alert belongs to the client, not to the resolver.
+        self._asked: DataTimeWindows[dict[tuple[str, str], set[str]]] = DataTimeWindows(
+            self.window_ns, self.lag_ns, dict
+        )
+        #: Alerts not raised on a resolver because a client behind it alerted for the same domain.
+        self.relayed_ = 0
         self._ids = AlertIds()
 
     # -- contract on feature rows ------------------------------------------------------------
@@ -257,6 +266,13 @@ class DnsTunnelDetector:
                 by_window.setdefault(ev.ts_ns // self.window_ns, []).append(ev)
                 self._windows.advance(ev.ts_ns)
         for w, evs in by_window.items():
+            asked = self._asked.at(w)
+            for ev in evs:
+                key = (ev.flow.dest_ip, registered_domain(ev.rrname))
+                if key in asked or len(asked) < c.max_pairs:
+                    clients = asked.setdefault(key, set())
+                    if len(clients) < 64:
+                        clients.add(ev.flow.src_ip)
             pairs = self._windows.at(w)
             skipped, dropped = accumulate(
                 pairs, evs, allowlist=self._allow, max_pairs=c.max_pairs,
@@ -266,20 +282,41 @@ class DnsTunnelDetector:
             self.dropped_["pairs"] += dropped
 
     def poll(self, watermark_ns: int | None = None) -> list[Alert]:
-        return self._finalize(self._windows.complete(watermark_ns, self.lag_ns))
+        alerts = self._finalize(self._windows.complete(watermark_ns, self.lag_ns))
+        # Windows of only skipped names (reverse lookups …) have no rows: drop their clients.
+        wm = self._windows.now(watermark_ns)
+        for w in [w for w in self._asked.open if (w + 1) * self.window_ns + self.lag_ns < wm]:
+            del self._asked.open[w]
+        return alerts
 
     def flush(self) -> list[Alert]:
-        return self._finalize(self._windows.flush())
+        alerts = self._finalize(self._windows.flush())
+        self._asked.open.clear()
+        return alerts
+
+    def _relays(
+        self, rows: TunnelRows, hit: np.ndarray, asked: dict[tuple[str, str], set[str]]
+    ) -> np.ndarray:
+        """Alerting rows of resolvers that only repeat an alerting client's queries."""
+        alerting = {(rows.host[k], rows.domain[k]) for k in np.flatnonzero(hit).tolist()}
+        relay = np.zeros(len(rows), dtype=bool)
+        for k in np.flatnonzero(hit).tolist():
+            clients = asked.get((rows.host[k], rows.domain[k]), set())
+            relay[k] = any((c, rows.domain[k]) in alerting for c in clients if c != rows.host[k])
+        return relay
 
     def _finalize(self, windows: list[int]) -> list[Alert]:
         alerts: list[Alert] = []
         for w in windows:
             rows = rows_from(self._windows.pop(w))
+            asked = self._asked.open.pop(w, {})
             if len(rows) == 0:
                 continue
             s_t, s_x = self._scores(rows)
             hit = (s_t >= 0.5) | (s_x >= 0.5)
-            idx = np.flatnonzero(hit)
+            relay = self._relays(rows, hit, asked)
+            self.relayed_ += int(relay.sum())
+            idx = np.flatnonzero(hit & ~relay)
             ev_t, ev_x = self._evidence(rows)
             bar_t, bar_x = self._bars(rows)
             prev = self._prevalence(rows)
@@ -294,7 +331,7 @@ class DnsTunnelDetector:
                                               float(ev_x[k]), float(bar_x[k])))  # fmt: skip
             # Learn only what did not alert: a tunnel cannot raise its own bar.
             self.learn(rows.take(~hit))
-            for k in idx.tolist():
+            for k in np.flatnonzero(hit).tolist():
                 self._note_domain(rows.domain[k], rows.host[k])
         return by_time(alerts)
 
