@@ -11,7 +11,6 @@ the tree model's batch scoring speed is measured on 1,000,000 rows (TEST rows re
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import subprocess
@@ -23,25 +22,10 @@ from pathlib import Path
 import numba
 import numpy as np
 
+from tapetum.evaluation.cicids import attack_files, split_by_time
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "cicids2017"
-
-
-def split_by_time(benign: Path, out: Path, train_fraction: float = 0.6) -> tuple[Path, Path]:
-    with open(benign, newline="") as fh:
-        rows = list(csv.reader(fh))
-    header, body = rows[0], rows[1:]
-    ts = header.index("Timestamp")
-    body.sort(key=lambda r: r[ts])  # ISO-like "2017-07-03 11:57:41.826651" sorts as text
-    k = int(train_fraction * len(body))
-    paths = (out / "train" / "BENIGN_first60.csv", out / "test" / "BENIGN_last40.csv")
-    for path, part in zip(paths, (body[:k], body[k:]), strict=True):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "w", newline="") as fh:
-            w = csv.writer(fh)
-            w.writerow(header)
-            w.writerows(part)
-    return paths
 
 
 def throughput(train: Path, test: list[Path], rows: int = 1_000_000) -> dict[str, float]:
@@ -70,8 +54,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--out", type=Path, default=ROOT / "docs/evaluation/anomaly-cicids.json")
     args = ap.parse_args()
-    attacks = sorted(p for p in args.data.glob("*.csv")
-                     if not p.name.startswith(("BENIGN", "data_header")))  # fmt: skip
+    attacks = attack_files(args.data)
     with tempfile.TemporaryDirectory() as tmp:
         train, test_benign = split_by_time(args.data / "BENIGN_2500.csv", Path(tmp))
         tests = [a for p in [test_benign, *attacks] for a in ("--test", str(p))]

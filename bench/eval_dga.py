@@ -21,76 +21,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 
 import train_dga as T  # noqa: E402
 
+from tapetum.evaluation.dga import roc_auc, split_eval  # noqa: E402
 from tapetum.features.dga import DgaModel, load_model, prepare  # noqa: E402
-
-
-def roc_auc(pos: np.ndarray, neg: np.ndarray) -> float:
-    """Mann-Whitney AUC with ties counted half."""
-    s = np.concatenate([pos, neg])
-    _, inv, counts = np.unique(s, return_inverse=True, return_counts=True)
-    ranks = (np.cumsum(counts) - (counts - 1) / 2.0)[inv]
-    n_pos, n_neg = len(pos), len(neg)
-    return float((ranks[:n_pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
-def split_eval(model: DgaModel, data: dict[str, list[str]], seed: int) -> dict[str, Any]:
-    thr = model.threshold
-    benign = {b: [lb for lb in data[b] if T.is_held_out(lb, seed)] for b in T.BENIGN}
-    sb_by = {b: model.score_labels(v) for b, v in benign.items()}
-    sb = np.concatenate(list(sb_by.values()))
-    fams: dict[str, Any] = {}
-    all_pos = []
-    for f in T.FAMILIES:
-        labels = [lb for lb in data[f] if T.is_held_out(lb, seed)]
-        s = model.score_labels(labels)
-        all_pos.append(s)
-        tp = int((s >= thr).sum())
-        fp = int((sb >= thr).sum())
-        fams[f] = {
-            "test_labels": len(labels),
-            "roc_auc": round(roc_auc(s, sb), 4),
-            "roc_auc_vs": {b: round(roc_auc(s, v), 4) for b, v in sb_by.items()},
-            "recall": round(tp / max(len(labels), 1), 4),
-            # Precision if benign and this family were equally many (the lists are not a mix
-            # anyone sees on a network; the balanced figure is comparable across families).
-            "precision_balanced": round(
-                (tp / len(labels)) / max(tp / len(labels) + fp / len(sb), 1e-12), 4
-            ),
-        }
-    pos = np.concatenate(all_pos)
-    tp, fp = int((pos >= thr).sum()), int((sb >= thr).sum())
-    return {
-        "threshold": thr,
-        "benign_test_labels": {b: len(v) for b, v in benign.items()},
-        "families": fams,
-        "pooled": {
-            "dga_test_labels": len(pos),
-            "roc_auc": round(roc_auc(pos, sb), 4),
-            "macro_roc_auc": round(float(np.mean([v["roc_auc"] for v in fams.values()])), 4),
-            "precision": round(tp / max(tp + fp, 1), 4),
-            "recall": round(tp / len(pos), 4),
-            "benign_fpr": round(fp / len(sb), 4),
-            "benign_fpr_by_list": {b: round(float((v >= thr).mean()), 4) for b, v in sb_by.items()},
-        },
-        "top_benign_false_positives": _top(benign, sb_by, thr),
-    }
-
-
-def _top(benign: dict[str, list[str]], scores: dict[str, np.ndarray], thr: float) -> list[Any]:
-    rows = []
-    for b in benign:
-        for lb, s in zip(benign[b], scores[b].tolist(), strict=True):
-            if s >= thr:
-                rows.append((float(s), lb, b))
-    rows.sort(key=lambda r: (-r[0], r[1]))
-    return [{"label": lb, "list": b, "score": round(s, 4)} for s, lb, b in rows[:25]]
 
 
 def lofo(data: dict[str, list[str]], seed: int) -> dict[str, Any]:

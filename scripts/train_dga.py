@@ -16,7 +16,6 @@ regression (numpy, Adam, seeded). Same data + same seed -> the same files, byte 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import io
 import json
 import sys
@@ -24,71 +23,36 @@ from pathlib import Path
 
 import numpy as np
 
+from tapetum.evaluation.dga import (
+    BENIGN,
+    CALIBRATION,
+    FAMILIES,
+    HELD_OUT,
+    SEED,
+    is_calibration,
+    is_held_out,
+    load,
+)
 from tapetum.features.dga import (
     DENSE_FEATURES,
     FEATURE_SCHEMA,
     HASH_BITS,
-    OK,
     DgaModel,
     bigram_model,
     dense_features,
     encode,
     ngram_buckets,
-    prepare,
     schema_hash,
 )
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = (REPO / ".." / "shared" / "data" / "dga").resolve()
 OUT = REPO / "src" / "tapetum" / "models" / "dga"
-FAMILIES = ("conficker", "cryptolocker", "goz", "pushdo", "tinba", "zeus")
-BENIGN = ("opendns-top-domains", "opendns-random-domains")
-SEED = 7
-HELD_OUT = 0.20  # fraction of every list kept for evaluation only
-CALIBRATION = 0.10  # fraction of the remaining labels used to pick the threshold
 PER_FAMILY = 25_000  # training labels per family at most (the families have up to 100k)
 TARGET_FPR = 0.005  # threshold: at most this share of benign calibration labels above it
 EMBEDDING_DIM = 8  # per n-gram bucket
 HIDDEN = 32
 EPOCHS = 3  # more epochs overfit: pooled held-out AUC 0.985 at 3 epochs, 0.984 at 5
-
-
-def bucket(label: str, seed: int, salt: str) -> float:
-    """A stable pseudo-random number in [0, 1) per label: the split is by label, not by line."""
-    h = hashlib.blake2b(f"{seed}|{salt}|{label}".encode(), digest_size=8).digest()
-    return int.from_bytes(h, "big") / 2**64
-
-
-def is_held_out(label: str, seed: int = SEED) -> bool:
-    return bucket(label, seed, "eval") < HELD_OUT
-
-
-def is_calibration(label: str, seed: int = SEED) -> bool:
-    return not is_held_out(label, seed) and bucket(label, seed, "calib") < CALIBRATION
-
-
-def load(data: Path) -> dict[str, list[str]]:
-    """List name -> sorted unique labels (registered-domain labels that can be scored)."""
-    out: dict[str, list[str]] = {}
-    for name in (*FAMILIES, *BENIGN):
-        labels = set()
-        for line in (data / f"{name}.txt").read_text(encoding="utf-8").splitlines():
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            p = prepare(line)
-            if p.status == OK:
-                labels.add(p.label)
-        out[name] = sorted(labels)
-    benign = set(out[BENIGN[0]]) | set(out[BENIGN[1]])
-    bad = benign & set().union(*(out[f] for f in FAMILIES))
-    for name in out:
-        out[name] = [lb for lb in out[name] if lb not in bad]
-    # A label in both benign lists belongs to the first only.
-    top = set(out[BENIGN[0]])
-    out[BENIGN[1]] = [lb for lb in out[BENIGN[1]] if lb not in top]
-    out["_conflicts"] = sorted(bad)
-    return out
 
 
 class Featurised:

@@ -105,7 +105,8 @@ def analyze(
     model: Path | None = None,
     update_model: bool = False,
 ) -> None:
-    """Analyse capture files (pcap, pcapng, optionally .gz) and print explained incidents."""
+    """Analyse captures (pcap, pcapng, .gz) or sensor logs (Zeek folders or logs, Suricata EVE,
+    auth.log, EVTX, auth JSON lines; detected by content) and print explained incidents."""
     from tapetum.config import load_config
     from tapetum.pipeline import Pipeline, run_id_for
     from tapetum.registry import SINKS

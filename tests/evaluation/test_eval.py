@@ -152,3 +152,25 @@ def test_slips_dataset_scans() -> None:
     out = json.loads(res.stdout)
     assert out["categories"]["scan"]["recall"] == 1.0
     assert out["categories"]["scan"]["precision"] == 1.0
+
+
+@pytest.mark.skipif(not (DATA / "dga").is_dir(), reason="public data not present")
+def test_dga_dataset_held_out_split() -> None:
+    """The shipped DGA model on the labels its training held out (never trained on)."""
+    res = CliRunner().invoke(main, ["eval", "--dataset", "dga", "--data-dir", str(DATA), "--json"])
+    assert res.exit_code == 0, res.output
+    dga = json.loads(res.stdout)["datasets"]["dga"]
+    assert dga["pooled"]["roc_auc"] > 0.98 and dga["pooled"]["benign_fpr"] < 0.01
+    assert set(dga["families"]) == {"conficker", "cryptolocker", "goz", "pushdo", "tinba", "zeus"}
+
+
+@pytest.mark.skipif(not (DATA / "cicids2017").is_dir(), reason="public data not present")
+def test_cicids_dataset_benign_only_time_split() -> None:
+    res = CliRunner().invoke(
+        main, ["eval", "--dataset", "cicids2017", "--data-dir", str(DATA), "--json"]
+    )
+    assert res.exit_code == 0, res.output
+    c = json.loads(res.stdout)["datasets"]["cicids2017"]
+    assert c["split"]["train"] == "first 60%" and len(c["split"]["attack_files"]) == 10
+    best = max(m["mean_roc_auc"] for m in c["models"].values())
+    assert best > 0.95

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
@@ -43,6 +45,54 @@ def _inputs(paths: tuple[Path, ...], labels_path: Path | None) -> list[tuple[Pat
     return items
 
 
+def _dga(root: Path) -> dict[str, Any]:
+    from tapetum.evaluation.dga import load, split_eval
+    from tapetum.features.dga import load_model
+
+    model = load_model()
+    result = split_eval(model, load(root / "dga"), int(model.meta["training"]["seed"]))
+    result["split_by"] = "domain label (20% of every list held out from training)"
+    return result
+
+
+def _cicids(root: Path) -> dict[str, Any]:
+    from tapetum.evaluation.cicids import evaluate_cicids
+
+    return evaluate_cicids(root / "cicids2017")
+
+
+#: Datasets of labelled rows rather than captures: DGA name lists (the shipped model on the labels
+#: its training held out) and CIC-IDS2017 flow features (anomaly models, benign-only training,
+#: split by time).
+TABLE_DATASETS: dict[str, Callable[[Path], dict[str, Any]]] = {"dga": _dga, "cicids2017": _cicids}
+
+
+def _print_tables(tables: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps({"datasets": tables}, indent=1, default=str))
+        return
+    out = Console(soft_wrap=True, highlight=False)
+    if "dga" in tables:
+        d = tables["dga"]
+        t = Table("family", "held-out labels", "ROC-AUC", "recall at threshold",
+                  title=f"DGA model, split by {d['split_by']}")  # fmt: skip
+        for fam, v in d["families"].items():
+            t.add_row(fam, str(v["test_labels"]), f"{v['roc_auc']:.4f}", f"{v['recall']:.3f}")
+        p = d["pooled"]
+        t.add_row("pooled", str(p["dga_test_labels"]), f"{p['roc_auc']:.4f}", f"{p['recall']:.3f}")
+        out.print(t)
+        out.print(f"false-positive rate on held-out benign labels: {p['benign_fpr']:.4f}")
+    if "cicids2017" in tables:
+        models = tables["cicids2017"]["models"]
+        labels = sorted({lab for m in models.values() for lab in m["per_label"]})
+        t = Table("attack class", *models,
+                  title="CIC-IDS2017 ROC-AUC: benign-only training, split by time")  # fmt: skip
+        for lab in labels:
+            t.add_row(lab, *(f"{m['per_label'][lab]['roc_auc']:.3f}" for m in models.values()))
+        t.add_row("mean", *(f"{m['mean_roc_auc']:.3f}" for m in models.values()))
+        out.print(t)
+
+
 @click.command(name="eval")
 @click.argument("inputs", nargs=-1, type=click.Path(exists=True, path_type=Path))
 @click.option(
@@ -51,8 +101,12 @@ def _inputs(paths: tuple[Path, ...], labels_path: Path | None) -> list[tuple[Pat
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Labels (tapetum-labels/1 JSON) of the one CAPTURE given.",
 )
-@click.option("--dataset", "datasets", multiple=True,
-              help="A named public dataset (slips, zeek, nfstream); repeatable.")  # fmt: skip
+@click.option(
+    "--dataset",
+    "datasets",
+    multiple=True,
+    help="A named public dataset (slips, zeek, nfstream, dga, cicids2017); repeatable.",
+)
 @click.option(
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -108,8 +162,15 @@ def eval_command(
         raise click.UsageError("give captures, labels files or folders, or --dataset NAME")
     cfg = load_config(config_path)
     items = list(_inputs(inputs, labels_path))
+    tables: dict[str, Any] = {}
     for name in datasets:
-        items += load_dataset(name, find_data(data_dir))
+        if name in TABLE_DATASETS:  # labelled rows, not captures
+            tables[name] = TABLE_DATASETS[name](find_data(data_dir))
+        else:
+            items += load_dataset(name, find_data(data_dir))
+    if tables and not items:
+        _print_tables(tables, as_json)
+        return
     runs = []
     show = not no_progress and not as_json and sys.stderr.isatty()
     with Progress(
@@ -128,6 +189,8 @@ def eval_command(
         for e in r.errors:
             err.print(f"[yellow]warning:[/yellow] {e}")
     result = evaluate(runs, tolerance)
+    if tables:
+        result["datasets"] = tables
     if report_dir is not None:
         md = write_report(runs, result, report_dir, "Tapetum detection evaluation")
         err.print(f"report: {md}")
@@ -158,5 +221,7 @@ def eval_command(
                     out.print(f"[red]missed[/red] {c['name']}: {a['id']} ({a['category']}){other}")
             for i in c["false_incidents"]:
                 out.print(f"[yellow]false incident[/yellow] {c['name']}: {i['title']}")
+        if tables:
+            _print_tables(tables, False)
     if runs and len(unreadable) == len(runs):
         sys.exit(3)
