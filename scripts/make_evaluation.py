@@ -2,7 +2,7 @@
 """Regenerate docs/evaluation.md: run `tapetum eval` on the public datasets (and on lab runs, if
 a folder of them is given), then link the per-topic evaluations under docs/evaluation/.
 
-    python scripts/make_evaluation.py [--data-dir ../shared/data] [--lab DIR]
+    python scripts/make_evaluation.py [--data-dir ../shared/data] [--lab DIR ...]
 
 Every number in the generated page comes from this run; the page names the commit and data.
 """
@@ -39,7 +39,8 @@ def _commit() -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--data-dir", type=Path, default=None)
-    ap.add_argument("--lab", type=Path, default=None, help="folder of *.labels.json lab runs")
+    ap.add_argument("--lab", type=Path, action="append", default=[],
+                    help="folder of *.labels.json lab runs (repeatable)")  # fmt: skip
     args = ap.parse_args()
     root = data_dir(args.data_dir)
     commit = _commit()
@@ -58,12 +59,13 @@ def main() -> int:
             for ds in ("slips", "zeek", "nfstream"):
                 items += load_dataset(ds, root)
         else:
-            if args.lab is None or not args.lab.is_dir():
-                continue
             items = []
-            for f in sorted(args.lab.glob("*.labels.json")):
-                lab = load_labels(f)
-                items.append((capture_of(lab, f), lab))
+            for folder in args.lab:
+                for f in sorted(folder.glob("*.labels.json")):
+                    lab = load_labels(f)
+                    if len(args.lab) > 1:  # the same scenario from several runs
+                        lab.scenario = f"{lab.scenario} ({folder.name})"
+                    items.append((capture_of(lab, f), lab))
             if not items:
                 continue
         print(f"{name}: {len(items)} captures", file=sys.stderr)
