@@ -371,6 +371,7 @@ def _register_commands() -> None:
     main.add_command(__import__("tapetum.commands.dga", fromlist=["dga"]).dga)
     main.add_command(__import__("tapetum.commands.learn", fromlist=["learn"]).learn)
     main.add_command(__import__("tapetum.commands.ingest", fromlist=["ingest"]).ingest)
+    main.add_command(__import__("tapetum.commands.watch", fromlist=["watch"]).watch)
     main.add_command(__import__("tapetum.commands.collect", fromlist=["collect"]).collect)
 
 
