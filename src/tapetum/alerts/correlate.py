@@ -123,9 +123,9 @@ def _incident(entity: str, alerts: list[Alert]) -> Incident:
     stage = _stage(tactics)
     strongest = max(alerts, key=lambda a: (a.score, -a.severity))
     n = len(alerts)
-    title = f"{stage.replace('-', ' ').capitalize()} by {entity}: " + ", ".join(
-        TITLES.get(s, s) for s in sigs
-    )
+    # Anomalies carry no ATT&CK tactic: their incidents are "unusual activity", not "unknown".
+    lead = "Unusual activity" if stage == "unknown" else stage.replace("-", " ").capitalize()
+    title = f"{lead} by {entity}: " + ", ".join(TITLES.get(s, s) for s in sigs)
     more = "" if n == 1 else f" ({n} alerts; strongest shown)"
     summary = f"{strongest.explanation}{more}"
     key = f"{entity}|{alerts[0].alert_id}"
