@@ -93,6 +93,15 @@ def _human_bytes(n: float) -> str:
               help="Start from a model made by `tapetum learn` (a model directory).")  # fmt: skip
 @click.option("--update-model", is_flag=True,
               help="Save what the detectors learnt while analysing back into --model.")  # fmt: skip
+@click.option("--export", "exports", multiple=True, metavar="KIND:TARGET",
+              help="Also export to a SIEM (repeatable): ocsf:FILE, ecs:FILE, syslog[+cef]:"
+              "udp|tcp://HOST:PORT, webhook[+slack]:URL. See docs/exports.md.")  # fmt: skip
+@click.option("--pseudonymize-key-file",
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Pseudonymise addresses (Crypto-PAn) and user names in --export outputs "
+              "with the key in this file.")  # fmt: skip
+@click.option("--pseudonymize", is_flag=True,
+              help="Same, key from the environment variable TAPETUM_PSEUDONYM_KEY.")  # fmt: skip
 def analyze(
     captures: tuple[Path, ...],
     demo: bool,
@@ -104,6 +113,9 @@ def analyze(
     no_progress: bool,
     model: Path | None = None,
     update_model: bool = False,
+    exports: tuple[str, ...] = (),
+    pseudonymize_key_file: Path | None = None,
+    pseudonymize: bool = False,
 ) -> None:
     """Analyse captures (pcap, pcapng, .gz) or sensor logs (Zeek folders or logs, Suricata EVE,
     auth.log, EVTX, auth JSON lines; detected by content) and print explained incidents."""
@@ -158,14 +170,39 @@ def analyze(
         if jsonl_path is not None:
             out = sys.stdout.buffer if str(jsonl_path) == "-" else jsonl_path
             sinks.append(SINKS["jsonl"](out, config, run_id=run_id))
+        if (pseudonymize_key_file or pseudonymize) and not exports:
+            raise click.UsageError("--pseudonymize* apply to --export outputs: give one")
+        if exports:
+            from tapetum.registry import build_export
+            from tapetum.sinks.pseudonym import Pseudonymizer, wrap
+
+            pseud = None
+            if pseudonymize_key_file is not None:
+                pseud = Pseudonymizer.from_key_file(pseudonymize_key_file)
+            elif pseudonymize:
+                pseud = Pseudonymizer.from_env()
+            sinks.extend(wrap(pseud)(build_export(spec, config)) for spec in exports)
+    except ConfigError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        sys.exit(EXIT_CONFIG)
     except StoreError as exc:
         err.print(f"[red]error:[/red] {exc}")
         sys.exit(EXIT_STORE)
     except OSError as exc:
-        err.print(f"[red]error:[/red] {jsonl_path}: {exc.strerror}")
+        err.print(f"[red]error:[/red] {exc.filename or jsonl_path}: {exc.strerror}")
         sys.exit(EXIT_STORE)
 
-    pipe = Pipeline(config, sinks, detectors=detectors)
+    fb_file = Path(f"{store}.feedback.json")  # analyst verdicts (alerts/feedback.py)
+    feedback = None
+    if not no_store and fb_file.exists():
+        from tapetum.alerts.feedback import Feedback
+
+        try:
+            feedback = Feedback.load(fb_file)
+        except StoreError as exc:
+            err.print(f"[red]error:[/red] {exc}")
+            sys.exit(EXIT_STORE)
+    pipe = Pipeline(config, sinks, detectors=detectors, feedback=feedback)
     show_progress = not no_progress and err.is_terminal
     progress = Progress(
         TextColumn("[bold]{task.fields[name]}"),
@@ -212,11 +249,16 @@ def analyze(
         if db is sink:
             db.end_run(summary.to_dict())
         sink.close()
+        for w in getattr(sink, "warnings", list)():
+            err.print(f"[yellow]warning:[/yellow] {w}")
 
     if as_json:
         click.echo(json.dumps(summary.to_dict(), indent=2))
     else:
         _print_summary(Console(), summary, None if no_store else store)
+    from tapetum.commands.respond import respond_after_run  # playbooks: docs/response.md
+
+    respond_after_run(summary.incidents, config, None if no_store else store, to_stderr=as_json)
     readable = [f for f in summary.files if f.error is None]
     if not readable:
         sys.exit(EXIT_NO_INPUT)
@@ -373,6 +415,11 @@ def _register_commands() -> None:
     main.add_command(__import__("tapetum.commands.ingest", fromlist=["ingest"]).ingest)
     main.add_command(__import__("tapetum.commands.watch", fromlist=["watch"]).watch)
     main.add_command(__import__("tapetum.commands.collect", fromlist=["collect"]).collect)
+    main.add_command(__import__("tapetum.commands.respond", fromlist=["x"]).respond_group)
+    main.add_command(__import__("tapetum.commands.incidents", fromlist=["x"]).incidents)
+    main.add_command(__import__("tapetum.commands.incidents", fromlist=["x"]).risk)
+    main.add_command(__import__("tapetum.commands.serve", fromlist=["x"]).serve)
+    main.add_command(__import__("tapetum.commands.serve", fromlist=["x"]).token)
 
 
 _register_commands()

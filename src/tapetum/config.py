@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -586,12 +587,104 @@ class OutputSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     flow_sequences_in_json: bool = False
 
 
+RESPONSE_MODES = ("dry-run", "approve", "auto")
+RESPONSE_ACTION_KINDS = ("block_ip", "block_flow", "quarantine", "rate_limit", "webhook", "command")
+
+
+class ResponseConditionSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    #: Incidents at least this severe match (1 high .. 3 low; 3 matches all).
+    min_severity: int = 3
+    #: Incidents at least this confident match (0..1).
+    min_confidence: float = 0.0
+    #: Detector names ("scan") or signature prefixes ("bruteforce.ssh"); empty: any.
+    detectors: list[str] = msgspec.field(default_factory=list)
+    #: ATT&CK tactics (lower-case-hyphenated, e.g. "command-and-control"); empty: any.
+    tactics: list[str] = msgspec.field(default_factory=list)
+    #: Alert categories ("scan", "brute-force", "c2-beacon", ...); empty: any.
+    categories: list[str] = msgspec.field(default_factory=list)
+    #: Entity tags (from `[response] tags`, plus "internal"/"external"); empty: any.
+    entity_tags: list[str] = msgspec.field(default_factory=list)
+
+
+class ResponseActionSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    #: block_ip, block_flow, quarantine, rate_limit, webhook or command.
+    kind: str
+    #: Seconds before the action is reverted (0: `[response] default_ttl_s`).
+    ttl_s: float = 0.0
+    #: Kind-specific parameters (docs/response.md lists them).
+    params: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class PlaybookSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    #: Name shown in the audit log and in errors.
+    name: str
+    #: Condition on the incident (keys of ResponseConditionSection).
+    when: dict[str, Any] = msgspec.field(default_factory=dict)
+    #: Actions, each {kind, ttl_s, params}.
+    actions: list[dict[str, Any]] = msgspec.field(default_factory=list)
+    #: Mode of this playbook's actions (None: `[response] mode`).
+    mode: str | None = None
+
+    def __post_init__(self) -> None:
+        # Checked here so every error names its playbook (msgspec would only give a path).
+        from tapetum.response.playbook import check_playbook
+
+        check_playbook(self)
+
+    def condition(self) -> ResponseConditionSection:
+        return msgspec.convert(self.when, ResponseConditionSection)
+
+    def action_specs(self) -> list[ResponseActionSpec]:
+        return [msgspec.convert(a, ResponseActionSpec) for a in self.actions]
+
+
+def _default_playbooks() -> list[PlaybookSection]:
+    return [
+        PlaybookSection(
+            name="block-confident-attackers",
+            when={"min_severity": 2, "min_confidence": 0.8},
+            actions=[{"kind": "block_ip", "ttl_s": 3600.0}],
+        )
+    ]
+
+
+class ResponseSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    #: dry-run (record what would be done), approve (queue for an analyst) or auto.
+    mode: str = "dry-run"
+    #: Networks never blocked, quarantined or rate-limited (CIDR): add gateways, DNS servers and
+    #: the analysts' own hosts. Quarantined hosts may still reach these.
+    allowlist: list[str] = msgspec.field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
+    #: TTL of actions whose playbook gives none, seconds.
+    default_ttl_s: float = 3600.0
+    #: Entity tags by network (CIDR -> tags), matched by `when.entity_tags`.
+    tags: dict[str, list[str]] = msgspec.field(default_factory=dict)
+    #: Playbooks, checked in order; every matching playbook's actions are planned.
+    playbooks: list[PlaybookSection] = msgspec.field(default_factory=_default_playbooks)
+    #: nft executable.
+    nft: str = "nft"
+    #: Run nft inside this network namespace (`ip netns exec NS nft`), for tests and containers.
+    netns: str | None = None
+    #: Seconds a command action (and each nft call) may run.
+    command_timeout_s: float = 10.0
+    #: Webhook request timeout, seconds, and attempts (with 0.5 s, 1 s, ... pauses between).
+    webhook_timeout_s: float = 5.0
+    webhook_attempts: int = 3
+    #: Destinations of one incident that block_flow acts on at most.
+    max_targets: int = 16
+
+    def __post_init__(self) -> None:
+        from tapetum.response.playbook import check_section
+
+        check_section(self)
+
+
 class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     meter: MeterSection = msgspec.field(default_factory=MeterSection)
     protocols: ProtocolSection = msgspec.field(default_factory=ProtocolSection)
     detectors: DetectorsSection = msgspec.field(default_factory=DetectorsSection)
     incidents: IncidentSection = msgspec.field(default_factory=IncidentSection)
     output: OutputSection = msgspec.field(default_factory=OutputSection)
+    response: ResponseSection = msgspec.field(default_factory=ResponseSection)
 
 
 def load_config(path: str | Path | None) -> Config:

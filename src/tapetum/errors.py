@@ -34,6 +34,10 @@ class StoreError(TapetumError):
     """The DuckDB store cannot be opened or queried."""
 
 
+class NotFound(TapetumError):
+    """A named object (incident, verdict, suppression) is not in the store."""
+
+
 class InputWarning:
     """A recoverable problem in input: counted, reported once per kind with file and offset."""
 

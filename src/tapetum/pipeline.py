@@ -22,6 +22,7 @@ import numpy as np
 
 from tapetum.alerts.correlate import Correlator
 from tapetum.alerts.entities import EntityResolver
+from tapetum.alerts.feedback import Feedback
 from tapetum.config import Config
 from tapetum.detectors.base import StreamingDetector
 from tapetum.errors import CaptureFormatError, InputError
@@ -95,6 +96,8 @@ class Summary:
     protocol_warnings: list[str] = field(default_factory=list)
     #: Protocol-stage counts that are not about one protocol: flows evicted, TCP gaps, caps.
     protocol_stats: dict[str, int] = field(default_factory=dict)
+    #: Alerts dropped by analyst suppressions (alerts/feedback.py), per suppression id.
+    suppressed_alerts: dict[str, int] = field(default_factory=dict)
 
     @property
     def duration_s(self) -> float:
@@ -141,6 +144,7 @@ class Summary:
             "protocol_malformed": self.protocol_malformed,
             "protocol_warnings": self.protocol_warnings,
             "protocol_stats": self.protocol_stats,
+            "suppressed_alerts": self.suppressed_alerts,
             "alerts": [alert_event(a) for a in self.alerts],
             "incidents": [incident_event(i) for i in self.incidents],
         }
@@ -169,6 +173,7 @@ class Pipeline:
         config: Config | None = None,
         sinks: Sequence[Sink] = (),
         detectors: list[StreamingDetector] | None = None,
+        feedback: Feedback | None = None,
     ) -> None:
         self.config = config or Config()
         self.sinks = list(sinks)
@@ -177,6 +182,12 @@ class Pipeline:
         self.analyzer = ProtocolAnalyzer(max_flows=pc.max_flows) if pc.enabled else None
         self.detectors = build_detectors(self.config) if detectors is None else detectors
         self.correlator = Correlator(self.config.incidents.gap_s)
+        # Analyst verdicts: judged-normal levels go into the detectors, suppressions drop alerts
+        # before they are stored or correlated (counted in summary.suppressed_alerts).
+        self.suppressor = None
+        if feedback is not None:
+            feedback.apply(self.detectors)
+            self.suppressor = feedback.suppressor()
         # Who was behind an address (auth logs): incidents about it name the users.
         self.entities = EntityResolver()
         # Link-layer observations (ARP) go to the detectors that ask for them.
@@ -518,6 +529,9 @@ class Pipeline:
         self._emit(list(events))
 
     def _alerts(self, alerts: list[Alert]) -> None:
+        if alerts and self.suppressor is not None:
+            alerts, _ = self.suppressor.split(alerts)
+            self.summary.suppressed_alerts = dict(self.suppressor.counts)
         if not alerts:
             return
         self.summary.alerts.extend(alerts)

@@ -240,8 +240,42 @@ def _duckdb_sink(target: str | Path | IO[bytes], config: Config, **kw: Any) -> S
     return DuckDBSink(str(target), kw["run_id"])
 
 
+def _export(module: str, cls: str, **fixed: Any) -> Callable[..., Sink]:
+    """Factory of an export sink `tapetum.sinks.<module>.<cls>(target, **fixed)` (SIEM formats)."""
+
+    def make(target: str | Path | IO[bytes], config: Config, **_: Any) -> Sink:
+        import importlib
+
+        sink: Sink = getattr(importlib.import_module(f"tapetum.sinks.{module}"), cls)(
+            target, **fixed
+        )
+        return sink
+
+    return make
+
+
 #: Sink name -> factory(target, config, run_id=…).
 SINKS: dict[str, Callable[..., Sink]] = {
     "jsonl": _jsonl_sink,
     "duckdb": _duckdb_sink,
+    "ocsf": _export("ocsf", "OcsfSink"),
+    "ecs": _export("ecs", "EcsSink"),
+    "syslog": _export("syslog", "SyslogSink"),
+    "syslog+cef": _export("syslog", "SyslogSink", cef=True),
+    "webhook": _export("webhook", "WebhookSink"),
+    "webhook+slack": _export("webhook", "WebhookSink", slack=True),
 }
+
+#: Sinks `--export KIND:TARGET` may name (the store and EVE JSON lines have their own options).
+EXPORTS = ("ocsf", "ecs", "syslog", "syslog+cef", "webhook", "webhook+slack")
+
+
+def build_export(spec: str, config: Config) -> Sink:
+    """`KIND:TARGET` (e.g. `ocsf:alerts.json`, `syslog+cef:tcp://127.0.0.1:6514`) -> a sink."""
+    from tapetum.errors import ConfigError
+
+    kind, sep, target = spec.partition(":")
+    if not sep or not target or kind not in EXPORTS:
+        raise ConfigError(f"--export {spec!r}: expected KIND:TARGET with KIND one of "
+                          f"{', '.join(EXPORTS)}")  # fmt: skip
+    return SINKS[kind](target, config)

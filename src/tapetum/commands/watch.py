@@ -470,13 +470,11 @@ class Watcher:
         """Prometheus text format (node_exporter's textfile collector reads it)."""
         if self.metrics_path is None:
             return
+        from tapetum.metrics import render
+
         c = c or self.counters()
-        lines = []
-        for k, v in c.items():
-            if isinstance(v, int | float) and not isinstance(v, bool):
-                lines.append(f'tapetum_watch_{k}{{interface="{c["interface"]}"}} {v}')
         tmp = self.metrics_path.with_name(self.metrics_path.name + ".tmp")
-        tmp.write_text("\n".join(lines) + "\n")
+        tmp.write_text(render(c, {"interface": str(c["interface"])}))
         tmp.replace(self.metrics_path)
 
     def save(self) -> None:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import bisect
 import ipaddress
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -122,6 +122,10 @@ class BeaconDetector:
         self.sources_: OrderedDict[str, set[str]] = OrderedDict()
         #: Learned: every source seen (capped at max_destinations).
         self.all_sources_: set[str] = set()
+        #: Analyst feedback: source -> destinations (addresses) whose periodic contact was
+        #: judged normal for it; such series are not scored (at most max_series pairs).
+        self.accepted_: dict[str, set[str]] = {}
+        self.dropped_accepted = 0
         self.evicted_series = 0
         self.dropped_destinations = 0
         self.dropped_names = 0
@@ -174,6 +178,9 @@ class BeaconDetector:
                 w[k] *= c.infrastructure_weight
             if self._allowed(dest):
                 w[k] = 0.0
+            acc = self.accepted_.get(rows.src[k])
+            if acc and (dest in acc or not acc.isdisjoint(rows.dest_ips[k])):
+                w[k] = 0.0
         return w
 
     def weighted_regularity(self, rows: BeaconRows) -> np.ndarray:
@@ -200,6 +207,28 @@ class BeaconDetector:
         """Fold the rows' (source, destination) pairs into prevalence."""
         for src, dest in zip(rows.src, rows.dest, strict=True):
             self._seen(src, dest)
+
+    def accept_feedback(
+        self,
+        entity: str,
+        observed: Mapping[str, float],
+        *,
+        signature: str = "",
+        dest: str | None = None,
+    ) -> bool:
+        """An analyst judged `entity`'s periodic contact with `dest` normal (an updater, a
+        monitoring agent). Regularity has no "twice as much", so the judged-normal level is
+        the top: that (source, destination) pair no longer alerts; other destinations do."""
+        if not dest:
+            return False
+        acc = self.accepted_.get(entity)
+        if acc is not None and dest in acc:
+            return False
+        if sum(len(v) for v in self.accepted_.values()) >= self.config.max_series:
+            self.dropped_accepted += 1
+            return False
+        self.accepted_.setdefault(entity, set()).add(dest)
+        return True
 
     def explain(self, rows: BeaconRows, idx: np.ndarray) -> list[str]:
         weights = self._weights(rows)
@@ -258,7 +287,9 @@ class BeaconDetector:
             },
             "sources": {d: sorted(s) for d, s in self.sources_.items()},
             "all_sources": sorted(self.all_sources_),
-        }
+            **({"accepted": {s: sorted(d) for s, d in self.accepted_.items()}}
+               if self.accepted_ else {}),
+        }  # fmt: skip
 
     @classmethod
     def from_state(
@@ -268,6 +299,7 @@ class BeaconDetector:
         det = cls(config)
         det.sources_ = OrderedDict((str(d), set(map(str, s))) for d, s in state["sources"].items())
         det.all_sources_ = set(map(str, state["all_sources"]))
+        det.accepted_ = {str(s): set(map(str, d)) for s, d in state.get("accepted", {}).items()}
         return det
 
     # -- helpers -----------------------------------------------------------------------------

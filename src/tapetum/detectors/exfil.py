@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -65,6 +65,8 @@ _ROUTINE_ENTRIES = 16
 _MIN_DEV = 0.15
 _WEB_PORTS = frozenset({80, 443, 8080, 8443})
 _LN2 = math.log(2.0)
+#: An upload judged normal by an analyst scores 0.29 again; twice as much alerts (score 0.5).
+_FEEDBACK_FACTOR = 2.0
 #: Profile layout per host and window length: 24 hour buckets then the all-hours bucket, each
 #: [windows, EWMA mean of log10(1 + bytes), EWMA absolute deviation].
 _ALL_HOURS = 24
@@ -90,6 +92,9 @@ class ExfilDetector:
         #: Learned: "win|host|dest" -> [[day, hour, bytes_out], ...] of large uploads.
         self.routine_: dict[str, list[list[int]]] = {}
         self.dropped_: dict[str, int] = {"pairs": 0, "hosts": 0, "destinations": 0, "routine": 0}
+        #: Analyst feedback: "host|dest" ("host|" for the host's total) -> bytes out per window
+        #: judged normal; the bar for that pair is at least twice it (at most max_hosts keys).
+        self.accepted_: dict[str, float] = {}
         #: Per window length, its windows.
         self._windows: list[DataTimeWindows[PairMap]] = [
             DataTimeWindows(length, self.lag_ns, dict) for length in self.windows_ns
@@ -179,6 +184,9 @@ class ExfilDetector:
                 b *= min(c.common_factor, max(1.0, float(prevalence[k])))
                 if not first_contact[k]:
                     b *= c.known_destination_factor
+            accepted = self.accepted_.get(f"{h}|{d}")
+            if accepted is not None:
+                b = max(b, _FEEDBACK_FACTOR * accepted)
             days, rb = self._routine(win, h, d, int(rows.bucket_ns[k]))
             routine_days[k], routine_bytes[k] = days, rb
             if days >= c.routine_days:
@@ -236,6 +244,28 @@ class ExfilDetector:
                 b[1] += weight * (x_b - b[1])
                 b[2] += weight * (abs(x_b - b[1]) - b[2])
                 b[0] += 1.0
+
+    def accept_feedback(
+        self,
+        entity: str,
+        observed: Mapping[str, float],
+        *,
+        signature: str = "",
+        dest: str | None = None,
+    ) -> bool:
+        """An analyst judged `observed["bytes_out"]` per window from `entity` (to `dest`, or in
+        total) normal: that pair's bar becomes at least twice it."""
+        out = observed.get("bytes_out")
+        if out is None or out <= 0:
+            return False
+        key = f"{entity}|{dest or ''}"
+        if out <= self.accepted_.get(key, 0.0):
+            return False
+        if key not in self.accepted_ and len(self.accepted_) >= self.config.max_hosts:
+            self.dropped_["accepted"] = self.dropped_.get("accepted", 0) + 1
+            return False
+        self.accepted_[key] = float(out)
+        return True
 
     def _profile(self, host: str) -> list[list[list[float]]] | None:
         prof = self.profile_.get(host)
@@ -347,6 +377,7 @@ class ExfilDetector:
             "hosts_seen": list(self.hosts_seen_),
             "routine": self.routine_,
             "dropped": self.dropped_,
+            **({"accepted": self.accepted_} if self.accepted_ else {}),
         }
 
     @classmethod
@@ -371,6 +402,7 @@ class ExfilDetector:
                 str(k): [[int(x) for x in e] for e in v] for k, v in state["routine"].items()
             }
             det.dropped_.update({str(k): int(v) for k, v in state.get("dropped", {}).items()})
+            det.accepted_ = {str(k): float(v) for k, v in state.get("accepted", {}).items()}
         return det
 
     # -- streaming ---------------------------------------------------------------------------

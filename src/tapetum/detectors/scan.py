@@ -13,7 +13,7 @@ many local addresses, seen in packets since ARP makes no flow): T1018 Remote Sys
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -103,6 +103,28 @@ class ScanDetector:
             b = self.baseline_.setdefault(src, [0, 0])
             kind = int(rows.kind[k])
             b[kind] = max(b[kind], int(rows.distinct_targets[k]))
+
+    def accept_feedback(
+        self,
+        entity: str,
+        observed: Mapping[str, float],
+        *,
+        signature: str = "",
+        dest: str | None = None,
+    ) -> bool:
+        """An analyst judged this many distinct ports (vertical) or hosts (horizontal, sweeps)
+        normal for `entity`: it becomes the learnt level, so the bar is twice it."""
+        if "distinct_ports" in observed:
+            kind, value = 0, observed["distinct_ports"]
+        elif "distinct_hosts" in observed:
+            kind, value = 1, observed["distinct_hosts"]
+        else:
+            return False
+        b = self.baseline_.setdefault(entity, [0, 0])
+        if int(value) <= b[kind]:
+            return False
+        b[kind] = int(value)
+        return True
 
     def explain(
         self, rows: ScanRows, idx: np.ndarray, probes: ProbeColumns | None = None

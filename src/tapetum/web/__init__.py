@@ -1,0 +1,1 @@
+"""The dashboard and REST API behind `tapetum serve` (see tapetum.web.app)."""
