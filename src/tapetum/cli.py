@@ -8,7 +8,6 @@ Exit codes: 0 success (input warnings are reported, not fatal); 1 some inputs co
 from __future__ import annotations
 
 import csv
-import datetime as dt
 import io
 import json
 import sys
@@ -19,14 +18,6 @@ from typing import Any
 
 import click
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 from rich.table import Table
 
 from tapetum import __version__
@@ -56,6 +47,34 @@ def store_option(help_text: str) -> Callable[[Callable[..., Any]], Callable[...,
     )
 
 
+JSONL_HELP = "Also write EVE-shaped JSON lines to this file ('-' for standard output)."
+
+
+def output_options(
+    store_help: str, *, jsonl_help: str = JSONL_HELP
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """--store, --no-store, --jsonl, --json and --config, as the pipeline commands take them."""
+
+    def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
+        f = click.option(
+            "--config",
+            "config_path",
+            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            help="TOML configuration file.",
+        )(f)
+        f = click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")(f)
+        f = click.option(
+            "--jsonl",
+            "jsonl_path",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help=jsonl_help,
+        )(f)
+        f = click.option("--no-store", is_flag=True, help="Do not write the DuckDB store.")(f)
+        return store_option(store_help)(f)
+
+    return decorate
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="tapetum")
 def main() -> None:
@@ -73,21 +92,7 @@ def _human_bytes(n: float) -> str:
 @main.command()
 @click.argument("captures", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--demo", is_flag=True, help="Analyse the small capture bundled with Tapetum.")
-@store_option("DuckDB file to store flows, metadata, alerts and incidents in.")
-@click.option("--no-store", is_flag=True, help="Do not write the DuckDB store.")
-@click.option(
-    "--jsonl",
-    "jsonl_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Also write EVE-shaped JSON lines to this file ('-' for standard output).",
-)
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="TOML configuration file.",
-)
+@output_options("DuckDB file to store flows, metadata, alerts and incidents in.")
 @click.option("--no-progress", is_flag=True, help="Do not show a progress bar.")
 @click.option("--model", "model", type=click.Path(path_type=Path),
               help="Start from a model made by `tapetum learn` (a model directory).")  # fmt: skip
@@ -119,11 +124,15 @@ def analyze(
 ) -> None:
     """Analyse captures (pcap, pcapng, .gz) or sensor logs (Zeek folders or logs, Suricata EVE,
     auth.log, EVTX, auth JSON lines; detected by content) and print explained incidents."""
-    from tapetum.config import load_config
+    from tapetum.commands._common import (
+        close_sinks,
+        default_intel_store,
+        file_progress,
+        load_config_or_exit,
+        open_sinks,
+        print_result,
+    )
     from tapetum.pipeline import Pipeline, run_id_for
-    from tapetum.registry import SINKS
-    from tapetum.sinks.base import Sink
-    from tapetum.sinks.duckdb import DuckDBSink
 
     err = Console(stderr=True, soft_wrap=True, highlight=False)
     paths = [str(p) for p in captures]
@@ -131,11 +140,7 @@ def analyze(
         paths.insert(0, str(demo_capture()))
     if not paths:
         raise click.UsageError("give one or more capture files, or --demo")
-    try:
-        config = load_config(config_path)
-    except ConfigError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        sys.exit(EXIT_CONFIG)
+    config = load_config_or_exit(config_path, err)
     # The run id is taken before the store is named as the intel source, so a re-run (now with
     # the store existing) still replaces its own rows.
     run_id = run_id_for(paths, config)
@@ -144,8 +149,7 @@ def analyze(
     from tapetum.learning import config_hash
 
     cfg_hash = config_hash(config)  # before the CLI fills in the intel store below
-    if config.detectors.intel.store is None and store.exists():
-        config.detectors.intel.store = str(store)  # indicators from `tapetum intel import`
+    default_intel_store(config, store)  # indicators from `tapetum intel import`
     detectors = None  # the model's (checked before anything is written), else the config's
     if model is not None:
         from tapetum.learning import load_model
@@ -157,19 +161,14 @@ def analyze(
             sys.exit(EXIT_MODEL)
         for w in model_warnings:
             err.print(f"[yellow]warning:[/yellow] {w}")
-    sinks: list[Sink] = []
-    db: DuckDBSink | None = None
     try:
-        if not no_store:
-            made = SINKS["duckdb"](store, config, run_id=run_id)
-            assert isinstance(made, DuckDBSink)
-            db = made
-            _replace_run(db, run_id)
-            db.begin_run(dt.datetime.now(dt.UTC).replace(tzinfo=None), paths, __version__)
-            sinks.append(db)
-        if jsonl_path is not None:
-            out = sys.stdout.buffer if str(jsonl_path) == "-" else jsonl_path
-            sinks.append(SINKS["jsonl"](out, config, run_id=run_id))
+        sinks, db = open_sinks(
+            config,
+            store=None if no_store else store,
+            jsonl_path=jsonl_path,
+            run_id=run_id,
+            inputs=paths,
+        )
         if (pseudonymize_key_file or pseudonymize) and not exports:
             raise click.UsageError("--pseudonymize* apply to --export outputs: give one")
         if exports:
@@ -204,30 +203,8 @@ def analyze(
             sys.exit(EXIT_STORE)
     pipe = Pipeline(config, sinks, detectors=detectors, feedback=feedback)
     show_progress = not no_progress and err.is_terminal
-    progress = Progress(
-        TextColumn("[bold]{task.fields[name]}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TextColumn("{task.fields[packets]:,} packets"),
-        TimeRemainingColumn(),
-        console=err,
-        disable=not show_progress,
-        transient=False,
-    )
+    progress, on_progress, tasks = file_progress(err, disable=not show_progress, description="read")
     with progress:
-        tasks: dict[str, Any] = {}
-
-        def on_progress(path: str, done: int, total: int, packets: int) -> None:
-            if path not in tasks:
-                tasks[path] = progress.add_task(
-                    "read", total=total, name=Path(path).name, packets=0
-                )
-            t = tasks[path]
-            progress.update(
-                t, completed=done, packets=progress.tasks[t].fields["packets"] + packets
-            )
-
         for p in paths:
             rep = pipe.run_file(p, on_progress)
             if p in tasks:
@@ -245,17 +222,8 @@ def analyze(
         except OSError as exc:
             err.print(f"[red]error:[/red] {model}: cannot update the model: {exc}")
             sys.exit(EXIT_MODEL)
-    for sink in sinks:
-        if db is sink:
-            db.end_run(summary.to_dict())
-        sink.close()
-        for w in getattr(sink, "warnings", list)():
-            err.print(f"[yellow]warning:[/yellow] {w}")
-
-    if as_json:
-        click.echo(json.dumps(summary.to_dict(), indent=2))
-    else:
-        _print_summary(Console(), summary, None if no_store else store)
+    close_sinks(sinks, db, summary, err)
+    print_result(summary, as_json=as_json, store=None if no_store else store)
     from tapetum.commands.respond import respond_after_run  # playbooks: docs/response.md
 
     respond_after_run(summary.incidents, config, None if no_store else store, to_stderr=as_json)

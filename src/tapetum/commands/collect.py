@@ -14,33 +14,28 @@ be opened or the capture not read; 4 store error; 5 config error.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import errno
 import hashlib
 import os
 import select
-import signal
 import socket
 import sys
 import time
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import click
 from rich.console import Console
 from rich.markup import escape
 
-from tapetum.cli import (
-    EXIT_CONFIG,
-    EXIT_NO_INPUT,
-    EXIT_STORE,
-    _print_summary,
-    _replace_run,
-    store_option,
+from tapetum.cli import EXIT_NO_INPUT, output_options
+from tapetum.commands._common import (
+    StopSignals,
+    close_sinks,
+    load_config_or_exit,
+    open_sinks_or_exit,
+    print_result,
 )
-from tapetum.config import Config
-from tapetum.sinks.base import Sink
 
 #: Decoded flows go down the pipeline at least this often (live mode's batch interval).
 FLUSH_S = 0.25
@@ -111,50 +106,6 @@ def exporter_name(addr: Any) -> str:
     return host[7:] if host.startswith("::ffff:") and "." in host else host
 
 
-def open_sinks(
-    config: Config, store: Path | None, jsonl_path: Path | None, run_id: str, inputs: list[str]
-) -> tuple[list[Sink], Any]:
-    """The DuckDB store (its run begun, rows of the same run id replaced) and JSON lines
-    ('-' is standard output), as `analyze` writes them. Returns (sinks, the store or None)."""
-    from tapetum import __version__
-    from tapetum.registry import SINKS
-    from tapetum.sinks.duckdb import DuckDBSink
-
-    sinks: list[Sink] = []
-    db: DuckDBSink | None = None
-    if store is not None:
-        made = SINKS["duckdb"](store, config, run_id=run_id)
-        assert isinstance(made, DuckDBSink)
-        db = made
-        _replace_run(db, run_id)
-        db.begin_run(dt.datetime.now(dt.UTC).replace(tzinfo=None), inputs, __version__)
-        sinks.append(db)
-    if jsonl_path is not None:
-        out = sys.stdout.buffer if str(jsonl_path) == "-" else jsonl_path
-        sinks.append(SINKS["jsonl"](out, config, run_id=run_id))
-    return sinks, db
-
-
-class _Stop:
-    """SIGINT/SIGTERM ask the loop to stop after flushing (the handlers are restored after)."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._old: dict[int, Any] = {}
-
-    def __enter__(self) -> _Stop:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
-        self.requested = True
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-
-
 @click.command("collect")
 @click.option(
     "--listen",
@@ -173,21 +124,7 @@ class _Stop:
     multiple=True,
     help="With --read: only UDP datagrams to this port (repeatable; default any).",
 )
-@store_option("DuckDB file to store flows, alerts and incidents in.")
-@click.option("--no-store", is_flag=True, help="Do not write the DuckDB store.")
-@click.option(
-    "--jsonl",
-    "jsonl_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Also write EVE-shaped JSON lines to this file ('-' for standard output).",
-)
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="TOML configuration file.",
-)
+@output_options("DuckDB file to store flows, alerts and incidents in.")
 @click.option("--max-seconds", type=float, help="Stop after this many seconds (wall clock).")
 @click.option("--max-flows", type=int, help="Stop once this many flows were collected.")
 @click.option(
@@ -209,19 +146,14 @@ def collect(
     no_pairing: bool,
 ) -> None:
     """Collect NetFlow v5, v9 and IPFIX flows (UDP or a capture) and analyse them."""
-    from tapetum.config import load_config
-    from tapetum.errors import ConfigError, InputError, StoreError
+    from tapetum.errors import InputError
     from tapetum.pipeline import FileReport, Pipeline, run_id_for
     from tapetum.sources.netflow import NetflowCaptureSource, NetflowCollector
 
     err = Console(stderr=True, soft_wrap=True, highlight=False)
     if (listen is None) == (read_path is None):
         raise click.UsageError("give exactly one of --listen HOST:PORT or --read CAPTURE")
-    try:
-        config = load_config(config_path)
-    except ConfigError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        sys.exit(EXIT_CONFIG)
+    config = load_config_or_exit(config_path, err)
     sock: socket.socket | None = None
     if listen is not None:
         try:
@@ -238,16 +170,9 @@ def collect(
         assert read_path is not None
         label = str(read_path)
         run_id = run_id_for([label], config)
-    if config.detectors.intel.store is None and store.exists():
-        config.detectors.intel.store = str(store)
-    try:
-        sinks, db = open_sinks(config, None if no_store else store, jsonl_path, run_id, [label])
-    except StoreError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        sys.exit(EXIT_STORE)
-    except OSError as exc:
-        err.print(f"[red]error:[/red] {jsonl_path}: {exc.strerror}")
-        sys.exit(EXIT_STORE)
+    sinks, db = open_sinks_or_exit(
+        err, config, store, no_store=no_store, jsonl_path=jsonl_path, run_id=run_id, inputs=[label]
+    )
 
     pipe = Pipeline(config, sinks)
     rep = FileReport(path=label, format="netflow")
@@ -268,7 +193,7 @@ def collect(
             err.print(f"[yellow]warning:[/yellow] {escape(str(w))}")
         shown_warnings = len(collector.warnings)
 
-    with _Stop() as stop:
+    with StopSignals() as stop:
         if sock is not None:
             collector = NetflowCollector(label, pair_biflows=not no_pairing, community_id_seed=seed)
             err.print(f"listening on {label} (NetFlow v5/v9, IPFIX)")
@@ -311,20 +236,12 @@ def collect(
         summary = pipe.finish()
         if rep.error is None:
             report_progress(collector)
-    if db is not None:
-        db.end_run(summary.to_dict())
-    for sink in sinks:
-        sink.close()
-    if as_json:
-        import json
-
-        click.echo(json.dumps(summary.to_dict(), indent=2))
-    else:
-        if rep.error:
-            err.print(f"[red]error:[/red] {rep.error}")
-        _print_summary(Console(), summary, None if no_store else store)
-        if rep.error is None:
-            _print_netflow(Console(), rep.counters, collector.templates_by_exporter())
+    close_sinks(sinks, db, summary, err)
+    if rep.error and not as_json:
+        err.print(f"[red]error:[/red] {rep.error}")
+    print_result(summary, as_json=as_json, store=None if no_store else store)
+    if rep.error is None and not as_json:
+        _print_netflow(Console(), rep.counters, collector.templates_by_exporter())
     if rep.error is not None:
         sys.exit(EXIT_NO_INPUT)
 
@@ -337,7 +254,7 @@ def _listen(
     sock: socket.socket,
     collector: Any,
     pipe: Any,
-    stop: _Stop,
+    stop: StopSignals,
     max_seconds: float | None,
     max_flows: int | None,
     on_flush: Any,

@@ -12,21 +12,24 @@ summary printed. See docs/ingest.md.
 from __future__ import annotations
 
 import datetime as dt
-import json
-import signal
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import click
 from rich.console import Console
 from rich.markup import escape
 
-from tapetum import __version__
-from tapetum.errors import ConfigError, InputError, StoreError
+from tapetum.commands._common import (
+    StopSignals,
+    close_sinks,
+    load_config_or_exit,
+    open_sinks_or_exit,
+    print_result,
+)
+from tapetum.errors import InputError
 from tapetum.records import Alert
 from tapetum.sources.base import RecordBatch
 
@@ -36,7 +39,7 @@ POLL_S = 0.1
 
 
 def _options(f: Callable[..., Any]) -> Callable[..., Any]:
-    from tapetum.cli import store_option
+    from tapetum.cli import output_options
 
     f = click.option(
         "--max-seconds",
@@ -49,22 +52,10 @@ def _options(f: Callable[..., Any]) -> Callable[..., Any]:
         is_flag=True,
         help="Follow the input as it grows (and rotates) until SIGINT/SIGTERM.",
     )(f)
-    f = click.option(
-        "--config",
-        "config_path",
-        type=click.Path(exists=True, dir_okay=False, path_type=Path),
-        help="TOML configuration file.",
+    return output_options(
+        "DuckDB file to store flows, metadata, alerts and incidents in.",
+        jsonl_help="Also write EVE-shaped JSON lines to this file ('-' for stdout).",
     )(f)
-    f = click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")(f)
-    f = click.option(
-        "--jsonl",
-        "jsonl_path",
-        type=click.Path(dir_okay=False, path_type=Path),
-        help="Also write EVE-shaped JSON lines to this file ('-' for stdout).",
-    )(f)
-    f = click.option("--no-store", is_flag=True, help="Do not write the DuckDB store.")(f)
-    f = store_option("DuckDB file to store flows, metadata, alerts and incidents in.")(f)
-    return f
 
 
 @click.group()
@@ -128,26 +119,6 @@ def eve(path: Path | None, redis_url: str | None, key: str, mode: str, **opts: A
         _run(str(path), lambda: EveSource(str(path)), follow=False, **opts)
 
 
-class _Stop:
-    """SIGINT/SIGTERM set a flag; the loop ends at its next poll and flushes everything."""
-
-    def __init__(self) -> None:
-        self.stop = False
-        self._old: dict[int, Any] = {}
-
-    def __enter__(self) -> _Stop:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
-        self.stop = True
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-
-
 def _run(
     name: str,
     make_source: Callable[[], Any],
@@ -160,43 +131,17 @@ def _run(
     config_path: Path | None,
     max_seconds: float | None,
 ) -> None:
-    from tapetum.cli import EXIT_CONFIG, EXIT_NO_INPUT, EXIT_STORE, _print_summary, _replace_run
-    from tapetum.config import load_config
+    from tapetum.cli import EXIT_NO_INPUT
     from tapetum.pipeline import FileReport, Pipeline, run_id_for
-    from tapetum.registry import SINKS
-    from tapetum.sinks.base import Sink
-    from tapetum.sinks.duckdb import DuckDBSink
 
     err = Console(stderr=True, soft_wrap=True, highlight=False)
-    try:
-        config = load_config(config_path)
-    except ConfigError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        sys.exit(EXIT_CONFIG)
+    config = load_config_or_exit(config_path, err)
     run_id = run_id_for([name], config)
     if follow:  # a followed input is a new run each time it is started
         run_id = run_id_for([name, dt.datetime.now(dt.UTC).isoformat()], config)
-    if config.detectors.intel.store is None and store.exists():
-        config.detectors.intel.store = str(store)
-    sinks: list[Sink] = []
-    db: DuckDBSink | None = None
-    try:
-        if not no_store:
-            made = SINKS["duckdb"](store, config, run_id=run_id)
-            assert isinstance(made, DuckDBSink)
-            db = made
-            _replace_run(db, run_id)
-            db.begin_run(dt.datetime.now(dt.UTC).replace(tzinfo=None), [name], __version__)
-            sinks.append(db)
-        if jsonl_path is not None:
-            out = sys.stdout.buffer if str(jsonl_path) == "-" else jsonl_path
-            sinks.append(SINKS["jsonl"](out, config, run_id=run_id))
-    except StoreError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        sys.exit(EXIT_STORE)
-    except OSError as exc:
-        err.print(f"[red]error:[/red] {jsonl_path}: {exc.strerror}")
-        sys.exit(EXIT_STORE)
+    sinks, db = open_sinks_or_exit(
+        err, config, store, no_store=no_store, jsonl_path=jsonl_path, run_id=run_id, inputs=[name]
+    )
 
     pipe = Pipeline(config, sinks)
     rep = FileReport(path=name)
@@ -225,8 +170,8 @@ def _run(
                 handle(rb)
         else:
             deadline = time.monotonic() + max_seconds if max_seconds else float("inf")
-            with _Stop() as stopper:
-                while not stopper.stop and time.monotonic() < deadline:
+            with StopSignals() as stopper:
+                while not stopper.requested and time.monotonic() < deadline:
                     t0 = time.monotonic()
                     rb = source.poll()
                     handle(rb)
@@ -245,18 +190,12 @@ def _run(
             rep.warnings = [str(w) for w in source.warnings]
             rep.counters = _flat(source)
     summary = pipe.finish()
-    for sink in sinks:
-        if db is sink:
-            db.end_run(summary.to_dict())
-        sink.close()
+    close_sinks(sinks, db, summary, err)
     if rep.error:
         err.print(f"[red]error:[/red] {rep.error}")
     for w in rep.warnings:
         err.print(f"[yellow]warning:[/yellow] {w}")
-    if as_json:
-        click.echo(json.dumps(summary.to_dict(), indent=2))
-    else:
-        _print_summary(Console(), summary, None if no_store else store)
+    print_result(summary, as_json=as_json, store=None if no_store else store)
     if rep.error:
         sys.exit(EXIT_NO_INPUT)
 

@@ -6,18 +6,9 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
 import click
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 from rich.table import Table
 
 from tapetum.errors import ConfigError, ModelError
@@ -68,7 +59,7 @@ def learn(
     learning are counted (and not learnt). Exit codes: 3 no input readable, 5 config error,
     6 model cannot be written.
     """
-    from tapetum.config import load_config
+    from tapetum.commands._common import file_progress, load_config_or_exit
     from tapetum.learning import (
         Learnt,
         finish_learning,
@@ -81,32 +72,17 @@ def learn(
     from tapetum.registry import build_detectors
 
     err = Console(stderr=True, soft_wrap=True, highlight=False)
+    config = load_config_or_exit(config_path, err)
     try:
-        config = load_config(config_path)
         chosen = learning_names(config, [n.strip() for n in names.split(",")] if names else None)
         detectors = build_detectors(learning_config(config), chosen)
     except ConfigError as exc:
         err.print(f"[red]error:[/red] {exc}")
         sys.exit(EXIT_CONFIG)
     pipe = Pipeline(learning_config(config), detectors=detectors)
-    progress = Progress(
-        TextColumn("[bold]{task.fields[name]}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TextColumn("{task.fields[packets]:,} packets"),
-        TimeRemainingColumn(),
-        console=err,
-        disable=no_progress or not err.is_terminal,
+    progress, on_progress, _ = file_progress(
+        err, disable=no_progress or not err.is_terminal, description="learn"
     )
-    tasks: dict[str, Any] = {}
-
-    def on_progress(path: str, done: int, total: int, packets: int) -> None:
-        if path not in tasks:
-            tasks[path] = progress.add_task("learn", total=total, name=Path(path).name, packets=0)
-        t = tasks[path]
-        progress.update(t, completed=done, packets=progress.tasks[t].fields["packets"] + packets)
-
     with progress:
         for p in captures:
             rep = pipe.run_file(str(p), on_progress)

@@ -621,22 +621,17 @@ def watch(
 ) -> None:
     """Capture on an interface and run the full pipeline continuously (Linux, root)."""
     from tapetum import __version__
-    from tapetum.config import load_config
-    from tapetum.errors import ConfigError, StoreError, TapetumError
+    from tapetum.commands._common import default_intel_store, load_config_or_exit
+    from tapetum.errors import StoreError, TapetumError
     from tapetum.learning import config_hash
     from tapetum.pipeline import Pipeline
     from tapetum.sinks.jsonl import JsonlSink
     from tapetum.sources.live import LiveCapture, LiveCaptureError
 
     err = Console(stderr=True, soft_wrap=True, highlight=False)
-    try:
-        config = load_config(config_path)
-    except ConfigError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        sys.exit(EXIT_CONFIG)
+    config = load_config_or_exit(config_path, err)
     cfg_hash = config_hash(config)
-    if config.detectors.intel.store is None and store is not None and store.exists():
-        config.detectors.intel.store = str(store)
+    default_intel_store(config, store)
 
     ledger = AlertLedger()
     detectors = None
