@@ -52,7 +52,10 @@ def main() -> int:
          "Zeek's benign traces, and the 216 NFStream protocol captures (benign except "
          "synscan.pcap, selfsigned.pcap, ssl-cert-name-mismatch.pcap, http_auth.pcap)."),
         ("lab", "Lab captures (real attack tools in network namespaces)",
-         "Captures recorded by `tapetum lab run` with their labels."),
+         "Captures recorded by `tapetum lab run` with their labels: every scenario once "
+         "(`sudo tapetum lab run all --out /work/labruns --seed 1 --duration 75`) and a longer "
+         "benign run (`sudo tapetum lab run benign --out /work/labruns-long --seed 2 "
+         "--duration 1500`). Lab captures are not in the repository; the commands remake them."),
     ]:  # fmt: skip
         if name == "public":
             items = []
