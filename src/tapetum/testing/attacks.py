@@ -19,11 +19,9 @@ from tapetum.testing.synth import (
     Ctx,
     TcpConnection,
     _ssh_encrypted,
-    _ssh_kexinit,
-    _ssh_packet,
-    _ssh_string,
     http_request,
     ns,
+    ssh_handshake,
     tcp_session,
     tls_session,
     udp_exchange,
@@ -50,30 +48,7 @@ def ssh_auth_failure(
     requests each refused after sshd's failure delay, then the client gives up and closes."""
     rng = ctx.rng
     conn = TcpConnection(ctx, client, server, port)
-    yield from conn.open()
-    yield from conn.send(server_banner, from_client=False, delay=rng.uniform(0.002, 0.01))
-    yield from conn.send(client_banner, from_client=True, delay=0.0002)
-    yield from conn.send(
-        _ssh_kexinit(ctx, server=False, post_quantum=post_quantum), from_client=True, delay=0.0001
-    )
-    yield from conn.send(
-        _ssh_kexinit(ctx, server=True, post_quantum=post_quantum), from_client=False, delay=0.0003
-    )
-    client_key, server_key = (1190, 1071) if post_quantum else (32, 32)
-    init = b"\x1e" + _ssh_string(ctx.noise.take(rng, client_key))
-    yield from conn.send(_ssh_packet(ctx, init), from_client=True, delay=0.002)
-    host_key = _ssh_string(b"ssh-ed25519") + _ssh_string(ctx.noise.take(rng, 32))
-    signature = _ssh_string(b"ssh-ed25519") + _ssh_string(ctx.noise.take(rng, 64))
-    reply = (
-        b"\x1f"
-        + _ssh_string(host_key)
-        + _ssh_string(ctx.noise.take(rng, server_key))
-        + _ssh_string(signature)
-    )
-    yield from conn.send(
-        _ssh_packet(ctx, reply) + _ssh_packet(ctx, b"\x15"), from_client=False, delay=0.004
-    )
-    yield from conn.send(_ssh_packet(ctx, b"\x15"), from_client=True, delay=0.001)
+    yield from ssh_handshake(ctx, conn, client_banner, server_banner, post_quantum)
     # SERVICE_REQUEST ssh-userauth / SERVICE_ACCEPT (+ EXT_INFO), "none" auth probe and its
     # USERAUTH_FAILURE listing the methods that can continue.
     yield from conn.send(_ssh_encrypted(ctx, 17), from_client=True, delay=0.0005)

@@ -913,25 +913,15 @@ def _ssh_encrypted(ctx: Ctx, payload_length: int) -> bytes:
     return ctx.noise.take(ctx.rng, 4 + 1 + payload_length + padding + 16)
 
 
-def ssh_session(
+def ssh_handshake(
     ctx: Ctx,
-    client: Host,
-    server: Host,
-    *,
-    duration: float = 60.0,
-    port: int = 22,
-    client_banner: bytes = SSH_CLIENT_BANNER,
-    server_banner: bytes = SSH_SERVER_BANNER,
-    post_quantum: bool = False,
+    conn: TcpConnection,
+    client_banner: bytes,
+    server_banner: bytes,
+    post_quantum: bool,
 ) -> Iterator[Packet]:
-    """Interactive SSH: banners, KEXINIT, key exchange, auth, then typing.
-
-    Two OpenSSH 9.2 ends agree on sntrup761x25519 (`post_quantum=True`); by default the server
-    is hardened to curve25519-sha256, which tshark 4.0 decodes (it flags sntrup761 keys as invalid).
-    """
+    """An SSH connection up to NEWKEYS: TCP open, banners, KEXINIT both ways, key exchange."""
     rng = ctx.rng
-    conn = TcpConnection(ctx, client, server, port)
-    end = ctx.t + ns(duration)
     yield from conn.open()
     yield from conn.send(server_banner, from_client=False, delay=rng.uniform(0.002, 0.01))
     yield from conn.send(client_banner, from_client=True, delay=0.0002)
@@ -959,6 +949,28 @@ def ssh_session(
         _ssh_packet(ctx, reply) + _ssh_packet(ctx, b"\x15"), from_client=False, delay=0.004
     )
     yield from conn.send(_ssh_packet(ctx, b"\x15"), from_client=True, delay=0.001)
+
+
+def ssh_session(
+    ctx: Ctx,
+    client: Host,
+    server: Host,
+    *,
+    duration: float = 60.0,
+    port: int = 22,
+    client_banner: bytes = SSH_CLIENT_BANNER,
+    server_banner: bytes = SSH_SERVER_BANNER,
+    post_quantum: bool = False,
+) -> Iterator[Packet]:
+    """Interactive SSH: banners, KEXINIT, key exchange, auth, then typing.
+
+    Two OpenSSH 9.2 ends agree on sntrup761x25519 (`post_quantum=True`); by default the server
+    is hardened to curve25519-sha256, which tshark 4.0 decodes (it flags sntrup761 keys as invalid).
+    """
+    rng = ctx.rng
+    conn = TcpConnection(ctx, client, server, port)
+    end = ctx.t + ns(duration)
+    yield from ssh_handshake(ctx, conn, client_banner, server_banner, post_quantum)
     # Service request, ext-info, public-key auth, channel open, pty and shell: payload sizes as
     # OpenSSH sends them.
     for from_client, sizes in (
