@@ -42,9 +42,12 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import BinaryIO, NamedTuple
+from typing import TYPE_CHECKING, BinaryIO, NamedTuple
 
 from tapetum.errors import InputWarning
+
+if TYPE_CHECKING:
+    from tapetum.sources.base import RecordBatch
 
 MAX_WARNINGS = 50
 
@@ -278,3 +281,27 @@ def _is_regular(mode: int) -> bool:
     import stat
 
     return stat.S_ISREG(mode)
+
+
+class LineFollower:
+    """What a followed log source shares: `poll` hands complete new lines to `_batch`; `finish`
+    also hands over a last line without its line break, then closes. Subclasses set `tailer` and
+    define `_batch(lines)` (pairs of a line and "is a last line without its line break") and
+    `close()`."""
+
+    tailer: Tailer
+
+    def _batch(self, lines: list[tuple[Line, bool]]) -> RecordBatch | None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def poll(self) -> RecordBatch | None:
+        return self._batch([(ln, False) for ln in self.tailer.poll()])
+
+    def finish(self) -> RecordBatch | None:
+        lines = [(ln, False) for ln in self.tailer.poll()]
+        lines += [(ln, True) for ln in self.tailer.drain_partial()]
+        self.close()
+        return self._batch(lines)

@@ -44,6 +44,7 @@ from tapetum.records import (
     SshEvent,
     TlsEvent,
 )
+from tapetum.sources._follow import LineFollower
 from tapetum.sources.base import RecordBatch
 from tapetum.sources.zeek import (
     BATCH_RECORDS,
@@ -441,7 +442,7 @@ class EveSource:
         pass
 
 
-class EveFollower:
+class EveFollower(LineFollower):
     """Follow an EVE file as it grows (and as Suricata rotates it): see `sources._follow`."""
 
     def __init__(self, path: str, *, from_start: bool = True, linger_s: float = 5.0) -> None:
@@ -454,15 +455,6 @@ class EveFollower:
         self.rep = Reporter(self.counters, self.warnings)
         self.mapper = EveMapper(self.rep, os.path.abspath(path))
         self.tailer = Tailer([path], from_start=from_start, linger_s=linger_s)
-
-    def poll(self) -> RecordBatch | None:
-        return self._batch([(ln, False) for ln in self.tailer.poll()])
-
-    def finish(self) -> RecordBatch | None:
-        lines = [(ln, False) for ln in self.tailer.poll()]
-        lines += [(ln, True) for ln in self.tailer.drain_partial()]
-        self.close()
-        return self._batch(lines)
 
     def close(self) -> None:
         self.tailer.close()

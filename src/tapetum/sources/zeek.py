@@ -50,6 +50,7 @@ from tapetum.records import (
     SshEvent,
     TlsEvent,
 )
+from tapetum.sources._follow import LineFollower
 from tapetum.sources.base import RecordBatch
 from tapetum.sources.pcap import ReaderCounters
 
@@ -1288,7 +1289,7 @@ def is_current_log(name: str) -> bool:
     return bool(_CURRENT.match(name))
 
 
-class ZeekFollower:
+class ZeekFollower(LineFollower):
     """Follow a Zeek log folder (or one log file) as it grows and rotates.
 
     `poll()` returns a RecordBatch of the complete lines written since the last call (None when
@@ -1310,15 +1311,6 @@ class ZeekFollower:
             [path], accept=is_current_log, from_start=from_start, linger_s=linger_s
         )
         self._parsers: dict[tuple[int, int], LineParser] = {}
-
-    def poll(self) -> RecordBatch | None:
-        return self._batch([(ln, False) for ln in self.tailer.poll()])
-
-    def finish(self) -> RecordBatch | None:
-        lines = [(ln, False) for ln in self.tailer.poll()]
-        lines += [(ln, True) for ln in self.tailer.drain_partial()]
-        self.close()
-        return self._batch(lines)
 
     def close(self) -> None:
         self.tailer.close()
